@@ -1,0 +1,149 @@
+"""The agent interface every metabench agent implements (Random, MetODS, RL², MAML, PEARL).
+
+An agent does two things, and the runner knows nothing else about it:
+
+1. **Meta-trains** on a task family within an environment-step budget:
+   ``agent.meta_train(family, budget_env_steps, monitor)``. The agent owns its
+   training loop (rollouts, losses, optimisers) and reports progress through
+   the :class:`TrainingMonitor`, which records curves, runs the shared
+   held-out evaluation at the intervals the profile sets, and raises
+   :class:`TrainingDiverged` on a non-finite scalar. It returns the number of
+   environment steps it used.
+2. **Acts** with per-trial memory: ``memory = agent.initial_memory(B)`` at task
+   start, then ``action, memory = agent.act(inputs, memory)`` at every step
+   of every episode of the trial. Memory is whatever the agent carries
+   through a trial (RL²'s hidden state, MetODS's weights W, PEARL's context,
+   MAML's step buffer and adapted parameters); the runner only passes it back.
+   MAML adapts mid-trial *inside* ``act`` (it sees the rewards as
+   ``prev_reward``), so the runner never special-cases it.
+
+Every agent sees, at each step (SPEC.md, "Words"), an :class:`AgentInput`:
+observation, previous action, previous reward, episode-start and task-start
+flags, and the ``active`` mask; an agent must leave the memory of inactive
+environments unchanged (:func:`keep_inactive`).
+
+Agents are registered as :class:`AgentEntry` objects: a class, plus config
+overrides for named variants (``metods_s1`` is ``metods`` with ``S=1``), so an
+ablation is data, not a subclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import torch
+
+from metabench.envs.base import ActionSpace, TaskFamily
+
+if TYPE_CHECKING:
+    from metabench.profiles import Profile
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite number; the run is recorded as failed."""
+
+
+@dataclass
+class AgentInput:
+    """What every agent sees at one step of a batch of trials (all ``[B, ...]``)."""
+
+    obs: torch.Tensor
+    prev_action: torch.Tensor
+    """int64 ``[B]`` (discrete) or float ``[B, A]``; zeros at task start."""
+    prev_reward: torch.Tensor
+    """float ``[B]``; 0 at task start."""
+    episode_start: torch.Tensor
+    """bool ``[B]``: first step of an episode."""
+    task_start: torch.Tensor
+    """bool ``[B]``: first step of a trial; memory was just reset."""
+    active: torch.Tensor
+    """bool ``[B]``: the environment's episode is still running."""
+
+    def features(self, action_space: ActionSpace) -> torch.Tensor:
+        """[obs, one-hot or raw previous action, previous reward, episode-start flag] as one float tensor."""
+        if action_space.discrete:
+            a = torch.nn.functional.one_hot(self.prev_action, action_space.n).to(self.obs.dtype)
+        else:
+            a = self.prev_action.to(self.obs.dtype)
+        return torch.cat(
+            [self.obs, a, self.prev_reward.unsqueeze(1), self.episode_start.to(self.obs.dtype).unsqueeze(1)], dim=1
+        )
+
+
+def feature_dim(family: TaskFamily) -> int:
+    """Width of :meth:`AgentInput.features` for a family."""
+    return family.obs_dim + family.action_space.n + 2
+
+
+def keep_inactive(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where the environment is active, ``old`` elsewhere (broadcast over trailing dims)."""
+    mask = active.view(-1, *([1] * (new.dim() - 1)))
+    return torch.where(mask, new, old)
+
+
+class TrainingMonitor(Protocol):
+    """What an agent reports to while it meta-trains (implemented by the runner)."""
+
+    def update(self, env_steps: int, episodes: int, scalars: Mapping[str, float]) -> None:
+        """After each update: log training scalars; may run the held-out evaluation.
+
+        Raises :class:`TrainingDiverged` if any scalar is not finite.
+        """
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Base of every agent's frozen config (fields documented in subclasses)."""
+
+
+class Agent(ABC):
+    """A meta-RL agent: meta-trains on a family, then acts with per-trial memory."""
+
+    Config: ClassVar[type[AgentConfig]] = AgentConfig
+
+    def __init__(self, family: TaskFamily, config: AgentConfig, seed: int):
+        self.family = family
+        self.config = config
+        self.seed = seed
+
+    @classmethod
+    def supports(cls, family: TaskFamily) -> bool:
+        """Whether this agent can run on the family (e.g. its action space)."""
+        return True
+
+    @classmethod
+    def default_config(cls, family: TaskFamily, profile: "Profile") -> AgentConfig:
+        """Hyperparameters for this family and profile."""
+        return cls.Config()
+
+    @abstractmethod
+    def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
+        """Meta-train on ``family``'s train tasks; returns the environment steps used (<= budget)."""
+
+    @abstractmethod
+    def initial_memory(self, batch_size: int) -> Any:
+        """Fresh per-trial memory for ``batch_size`` tasks (called at every task start)."""
+
+    @abstractmethod
+    def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
+        """Actions for one step and the updated memory. Called under ``torch.no_grad`` in evaluation."""
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """A registered agent name: its class and the config overrides that make this variant."""
+
+    name: str
+    cls: type[Agent]
+    summary: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self, family: TaskFamily, profile: "Profile") -> AgentConfig:
+        return dataclasses.replace(self.cls.default_config(family, profile), **self.overrides)
+
+    def build(self, family: TaskFamily, config: AgentConfig, seed: int) -> Agent:
+        return self.cls(family, config, seed)

@@ -1,0 +1,33 @@
+"""Random: uniform actions, no training, no memory. Calibrates every task (score 0 after normalisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from metabench.envs.base import TaskFamily
+
+from .base import Agent, AgentInput, TrainingMonitor
+
+
+class RandomAgent(Agent):
+    """Uniform over the discrete actions, or uniform in [low, high] per action dimension."""
+
+    def __init__(self, family: TaskFamily, config, seed: int):
+        super().__init__(family, config, seed)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
+        return 0  # nothing to learn
+
+    def initial_memory(self, batch_size: int) -> Any:
+        return None
+
+    def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
+        space = self.family.action_space
+        b = inputs.obs.shape[0]
+        if space.discrete:
+            return torch.randint(0, space.n, (b,), generator=self._gen), memory
+        u = torch.rand(b, space.n, generator=self._gen)
+        return space.low + (space.high - space.low) * u, memory

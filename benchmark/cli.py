@@ -1,0 +1,156 @@
+"""The ``metabench`` command line: list, run, report, check."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .registry import UnknownName
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="metabench: meta-RL agents (MetODS, RL², MAML, PEARL, Random) on the efficiency, capacity "
+    "and generality suites. Records go to results/, reports to reports/.",
+)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_() -> None:
+    """List the agents, task families, suites and profiles."""
+    from metabench.agents import AGENTS
+    from metabench.envs import FAMILIES, make_family
+
+    from .profiles import PROFILES
+    from .suites import SUITES
+
+    typer.echo("agents:")
+    for name, entry in AGENTS.items():
+        typer.echo(f"  {name:<16} {entry.summary}")
+    typer.echo("tasks:")
+    for name in FAMILIES:
+        f = make_family(name)
+        typer.echo(f"  {name:<16} obs {f.obs_dim}, {f.action_space.kind} actions ({f.action_space.n}), "
+                   f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial")
+    typer.echo("suites:")
+    for name, suite in SUITES.items():
+        typer.echo(f"  {name:<16} {', '.join(suite.tasks)}: {suite.summary}")
+    typer.echo("profiles:")
+    for name, prof in PROFILES.items():
+        typer.echo(f"  {name:<16} {prof.seeds} seeds; {prof.summary}")
+
+
+@app.command()
+def run(
+    agents: Annotated[str, typer.Option(help="Agent names, comma-separated, or 'all'.")] = "all",
+    suite: Annotated[str, typer.Option(help="Suite name or 'all'.")] = "all",
+    tasks: Annotated[Optional[str], typer.Option(help="Only these tasks of the suite, comma-separated.")] = None,
+    profile: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "quick",
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds per agent and task (default: the profile's).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
+    results: Annotated[Path, typer.Option(help="Where records are written.")] = Path("results"),
+) -> None:
+    """Meta-train and evaluate agents x tasks x seeds; one record per run; finished runs are skipped."""
+    from metabench.agents import AGENTS
+    from metabench.envs import FAMILIES
+
+    from .profiles import PROFILES
+    from .runner import plan, run_sweep
+    from .suites import select_suites
+
+    try:
+        agent_names = AGENTS.select(agents)
+        suites = select_suites(suite)
+        prof = PROFILES.get(profile)
+        task_names = FAMILIES.select(tasks) if tasks else None
+    except UnknownName as e:
+        _fail(str(e), 2)
+    if task_names is not None:
+        in_suites = {t for s in suites for t in s.tasks}
+        missing = [t for t in task_names if t not in in_suites]
+        if missing:
+            _fail(f"task {missing[0]!r} is not in suite {suite!r}; valid: {', '.join(sorted(in_suites))}", 2)
+    if seeds is not None and seeds < 1:
+        _fail("--seeds must be at least 1", 2)
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1", 2)
+
+    runs, notes = plan(agent_names, suites, prof, seeds or prof.seeds, task_names)
+    for note in notes:
+        typer.echo(f"note: {note}")
+    if not runs:
+        _fail("nothing to run for this selection", 2)
+    typer.echo(f"{len(runs)} runs on profile {prof.name} -> {results}/{prof.name}/")
+
+    def on_done(i: int, n: int, spec: Any, record: dict[str, Any]) -> None:
+        from metabench.envs import make_family
+
+        metric = make_family(spec.task).primary_metric
+        score = record["metrics"].get(metric)
+        detail = f"{metric}={score:.3f}" if score is not None else record["error"]
+        typer.echo(f"[{i}/{n}] {record['status']:<6} {spec.label}  {detail}  ({record['wall_time_s']:.1f} s)")
+
+    out = run_sweep(runs, results, workers or os.cpu_count() or 1, on_done=on_done)
+    failed = [r for r in out.done if r["status"] != "ok"]
+    typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
+               + (f", {len(out.crashed)} lost to a crashed worker" if out.crashed else ""))
+    if failed or out.crashed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option(help="Records to read.")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="Where reports are written.")] = Path("reports"),
+) -> None:
+    """Write reports/<suite>.md and figures from the records (never retrains)."""
+    from .report import write_reports
+
+    if not results.is_dir():
+        _fail(f"no results folder at {results}", 2)
+    built = write_reports(results, reports)
+    for w in built.warnings:
+        typer.echo(f"skipped: {w}", err=True)
+    for rel in sorted(built.files):
+        typer.echo(f"wrote {reports / rel}")
+    if not built.files:
+        typer.echo("no records to report")
+
+
+@app.command()
+def check(
+    results: Annotated[Path, typer.Option(help="Records to validate.")] = Path("results"),
+) -> None:
+    """Validate every record under results/ (the score gate against a baseline comes later)."""
+    from .records import scan
+
+    if not results.is_dir():
+        _fail(f"no results folder at {results}", 2)
+    found = scan(results)
+    for e in found.invalid:
+        typer.echo(f"invalid: {e}", err=True)
+    failed = [p for p, r in found.records if r["status"] != "ok"]
+    typer.echo(f"{len(found.records)} valid records ({len(failed)} failed runs), {len(found.invalid)} invalid")
+    if found.invalid:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

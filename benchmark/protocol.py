@@ -1,0 +1,169 @@
+"""The shared evaluation protocol: every agent is scored by this code.
+
+A *trial* (SPEC.md) is ``episodes_per_trial`` episodes of one task with the
+agent's memory carried through them; memory is reset at task start only.
+:func:`run_trials` drives an agent through one trial of each task in a batch;
+:func:`evaluate` runs it on held-out ``test`` tasks and reduces the
+per-episode metrics to means and standard deviations over episodes.
+:class:`CurveMonitor` is the runner's side of :class:`TrainingMonitor`: it
+keeps the training curves and calls :func:`evaluate` along training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from metabench.agents.base import Agent, AgentInput, TrainingDiverged
+from metabench.envs.base import TaskBatch, TaskFamily, task_generator
+
+
+@dataclass
+class TrialResult:
+    """What one batch of trials produced."""
+
+    episode_metrics: list[dict[str, torch.Tensor]]
+    """One dict per episode of the trial: metric -> ``[B]``."""
+    rewards: torch.Tensor
+    """``[steps, B]``: reward at each step of the trial (episodes back to back, 0 where inactive)."""
+    active: torch.Tensor
+    """``[steps, B]`` bool: the step was inside an episode."""
+
+
+def run_trials(agent: Agent, family: TaskFamily, tasks: TaskBatch) -> TrialResult:
+    """One trial of each task in ``tasks``, all in one batch, memory reset once at task start."""
+    env = family.make_env(tasks)
+    b = len(tasks)
+    space = family.action_space
+    memory = agent.initial_memory(b)
+    prev_action = space.zeros(b)
+    prev_reward = torch.zeros(b)
+    per_episode, rewards, actives = [], [], []
+    for episode in range(family.episodes_per_trial):
+        obs = env.reset()
+        for t in range(family.max_episode_steps):
+            inputs = AgentInput(
+                obs=obs,
+                prev_action=prev_action,
+                prev_reward=prev_reward,
+                episode_start=torch.full((b,), t == 0),
+                task_start=torch.full((b,), t == 0 and episode == 0),
+                active=~env.done,
+            )
+            action, memory = agent.act(inputs, memory)
+            step = env.step(action)
+            obs = step.obs
+            prev_action = torch.where(
+                step.active.view(-1, *([1] * (action.dim() - 1))), action, prev_action
+            )
+            prev_reward = torch.where(step.active, step.reward, prev_reward)
+            rewards.append(step.reward)
+            actives.append(step.active)
+            if bool(env.done.all()):
+                break
+        per_episode.append(env.episode_metrics())
+    return TrialResult(per_episode, torch.stack(rewards), torch.stack(actives))
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    """``<metric>`` (mean over test episodes), ``<metric>_std`` and ``test_episodes``."""
+    step_reward: np.ndarray
+    """Mean reward at each step of the trial over the tasks still active there."""
+    step_active: np.ndarray
+    """Share of tasks still active at each step."""
+
+
+def evaluate(agent: Agent, family: TaskFamily, seed: int, n_tasks: int, batch_size: int = 1024) -> Evaluation:
+    """Score ``agent`` on ``n_tasks`` held-out test tasks (seeded by ``seed``), one trial each."""
+    gen = task_generator(seed, "test")
+    tasks = family.sample_tasks(n_tasks, "test", gen)
+    values: dict[str, list[torch.Tensor]] = {}
+    reward_sum: torch.Tensor | None = None
+    active_sum: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, n_tasks, batch_size):
+            part = tasks.index(slice(start, min(start + batch_size, n_tasks)))
+            res = run_trials(agent, family, part)
+            for ep in res.episode_metrics:
+                for k, v in ep.items():
+                    values.setdefault(k, []).append(v.to(torch.float64))
+            r, a = res.rewards.to(torch.float64).sum(1), res.active.to(torch.float64).sum(1)
+            reward_sum, active_sum = _add_padded(reward_sum, r), _add_padded(active_sum, a)
+    metrics: dict[str, float] = {}
+    for k, vs in values.items():
+        v = torch.cat(vs)
+        metrics[k] = float(v.mean())
+        metrics[f"{k}_std"] = float(v.std(unbiased=False))
+    metrics["test_episodes"] = float(n_tasks * family.episodes_per_trial)
+    assert reward_sum is not None and active_sum is not None
+    step_reward = (reward_sum / active_sum.clamp(min=1)).numpy()
+    return Evaluation(metrics, step_reward, (active_sum / n_tasks).numpy())
+
+
+def _add_padded(acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    if acc is None:
+        return x.clone()
+    n = max(len(acc), len(x))
+    out = torch.zeros(n, dtype=x.dtype)
+    out[: len(acc)] += acc
+    out[: len(x)] += x
+    return out
+
+
+@dataclass
+class CurveMonitor:
+    """Collects training curves and runs the held-out evaluation along training.
+
+    Curves are long-format rows ``(curve, x, metric, value)``: ``train``
+    (training scalars, averaged between log points, x = env steps) and
+    ``eval`` (held-out metrics, x = env steps, with ``episodes`` = training
+    episodes so far). Training scalars are logged at most ``log_points``
+    times over the budget.
+    """
+
+    agent: Agent
+    family: TaskFamily
+    seed: int
+    budget: int
+    curve_tasks: int
+    curve_points: int
+    log_points: int = 200
+    rows: list[tuple[str, float, str, float]] = field(default_factory=list)
+    _next_eval: int = 0
+    _next_log: int = 0
+    _acc: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._eval_every = max(1, math.ceil(self.budget / max(self.curve_points, 1)))
+        self._log_every = max(1, math.ceil(self.budget / self.log_points))
+        self._next_eval = self._eval_every
+        self._next_log = self._log_every
+
+    def evaluate_now(self, env_steps: int, episodes: int) -> Evaluation:
+        ev = evaluate(self.agent, self.family, self.seed, self.curve_tasks)
+        self.rows.append(("eval", env_steps, "episodes", float(episodes)))
+        for k, v in ev.metrics.items():
+            if not k.endswith("_std") and k != "test_episodes":
+                self.rows.append(("eval", env_steps, k, v))
+        return ev
+
+    def update(self, env_steps: int, episodes: int, scalars: Mapping[str, float]) -> None:
+        for k, v in scalars.items():
+            v = float(v)
+            if not math.isfinite(v):
+                raise TrainingDiverged(f"non-finite {k} = {v} at env step {env_steps}")
+            self._acc.setdefault(k, []).append(v)
+        if env_steps >= self._next_log:
+            for k, vs in self._acc.items():
+                self.rows.append(("train", env_steps, k, sum(vs) / len(vs)))
+            self._acc.clear()
+            self._next_log = (env_steps // self._log_every + 1) * self._log_every
+        if env_steps >= self._next_eval and env_steps < self.budget:
+            self.evaluate_now(env_steps, episodes)
+            self._next_eval = (env_steps // self._eval_every + 1) * self._eval_every

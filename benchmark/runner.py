@@ -1,0 +1,228 @@
+"""The runner: agents x tasks x seeds of a suite and profile -> one record per run.
+
+:func:`plan` expands a selection into :class:`RunSpec` s with their resolved
+configs; :func:`pending` drops runs whose record already exists with the same
+config and status ``ok`` (so a killed sweep rerun picks up where it stopped);
+:func:`run_sweep` executes the rest on a local process pool. Each run
+(:func:`execute_run`) meta-trains, then is scored on held-out test tasks by
+the shared protocol (:mod:`metabench.protocol`) on every evaluation variant
+of its family, and writes its curves and record atomically. A run that
+raises becomes a ``failed`` record with its error, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metabench.agents import AGENTS
+from metabench.envs import make_family
+
+from . import __version__
+from .profiles import PROFILES, Profile
+from .protocol import CurveMonitor, evaluate
+from .records import InvalidRecord, SCHEMA, curves_csv, load_record, record_path, write_atomic, write_record
+from .suites import Suite
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    profile: str
+    suite: str
+    task: str
+    agent: str
+    seed: int
+    config: dict[str, Any]
+    """The resolved config, JSON-normalised: ``{"agent", "task", "profile", "seed"}``."""
+
+    def path(self, results: Path) -> Path:
+        return record_path(results, self.profile, self.suite, self.task, self.agent, self.seed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.suite}/{self.task}/{self.agent}/seed{self.seed}"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def resolve_config(agent: str, task: str, profile: Profile, seed: int) -> dict[str, Any]:
+    family = make_family(task)
+    entry = AGENTS.get(agent)
+    return _jsonable({
+        "agent": {"name": agent, "class": entry.cls.__name__, **dataclasses.asdict(entry.config(family, profile))},
+        "task": {"name": task, **dataclasses.asdict(family.config)},
+        "profile": profile.as_dict(task),
+        "seed": seed,
+    })
+
+
+def plan(
+    agents: list[str], suites: list[Suite], profile: Profile, seeds: int, tasks: list[str] | None = None
+) -> tuple[list[RunSpec], list[str]]:
+    """All runs of the selection, and notes on (agent, task) pairs skipped as unsupported."""
+    runs, notes = [], []
+    for suite in suites:
+        for task in suite.tasks:
+            if tasks is not None and task not in tasks:
+                continue
+            family = make_family(task)
+            for agent in agents:
+                if not AGENTS.get(agent).cls.supports(family):
+                    notes.append(f"{agent} does not support {task}; skipped")
+                    continue
+                for seed in range(seeds):
+                    runs.append(RunSpec(profile.name, suite.name, task, agent, seed,
+                                        resolve_config(agent, task, profile, seed)))
+    return runs, notes
+
+
+def is_done(spec: RunSpec, results: Path) -> bool:
+    """A finished run: an ``ok`` record with the same config."""
+    path = spec.path(results)
+    if not path.exists():
+        return False
+    try:
+        record = load_record(path)
+    except InvalidRecord:
+        return False
+    return record["status"] == "ok" and record["config"] == spec.config
+
+
+def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
+    return [r for r in runs if not is_done(r, results)]
+
+
+def code_version() -> str:
+    """The git commit of the source tree (``-dirty`` if it has changes), else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return f"metabench-{__version__}"
+
+
+def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) -> dict[str, Any]:
+    """Train and evaluate one run, write its curves and record; never raises for a failing agent."""
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
+        "profile": spec.profile, "status": "ok", "error": None, "metrics": {}, "env_steps": 0,
+        "wall_time_s": 0.0, "config": spec.config, "code_version": version,
+    }
+    rows: list[tuple[str, float, str, float]] = []
+    try:
+        profile = PROFILES.get(spec.profile)
+        family = make_family(spec.task)
+        entry = AGENTS.get(spec.agent)
+        config = entry.config(family, profile)
+        if resolve_config(spec.agent, spec.task, profile, spec.seed) != spec.config:
+            raise RuntimeError("the config changed between planning and running")
+        torch.manual_seed(spec.seed)
+        agent = entry.build(family, config, spec.seed)
+        budget = profile.budget(spec.task)
+        monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks, profile.curve_points)
+        rows = monitor.rows
+        monitor.evaluate_now(0, 0)
+        train_start = time.perf_counter()
+        used = int(agent.meta_train(family, budget, monitor))
+        train_time = time.perf_counter() - train_start
+        if used > budget:
+            raise RuntimeError(f"agent used {used} env steps, over its budget of {budget}")
+        record["env_steps"] = used
+        metrics: dict[str, float] = {}
+        for suffix, variant in family.evaluation_variants().items():
+            ev = evaluate(agent, variant, spec.seed, profile.test_tasks)
+            metrics.update({_suffixed(k, suffix): v for k, v in ev.metrics.items()})
+            for t, (r, a) in enumerate(zip(ev.step_reward, ev.step_active)):
+                rows.append((f"step_reward{suffix}", t, "reward", float(r)))
+                rows.append((f"step_reward{suffix}", t, "active_fraction", float(a)))
+            if suffix == "":
+                rows.extend(("eval", used, k, v) for k, v in ev.metrics.items()
+                            if not k.endswith("_std") and k != "test_episodes")
+        metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0
+        record["metrics"] = metrics
+    except Exception as e:  # noqa: BLE001 - any failure of a run becomes its record
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        record["traceback"] = traceback.format_exc()
+        record["metrics"] = {}
+    record["wall_time_s"] = round(time.perf_counter() - started, 3)
+    path = spec.path(results)
+    write_atomic(path.with_name(f"seed{spec.seed}.curves.csv"), curves_csv(rows))
+    write_record(path, record)
+    return record
+
+
+def _suffixed(metric: str, suffix: str) -> str:
+    """``cumulative_reward`` + ``_larger`` -> ``cumulative_reward_larger`` (``_std`` stays last)."""
+    if suffix and metric.endswith("_std"):
+        return f"{metric[:-4]}{suffix}_std"
+    return f"{metric}{suffix}" if metric != "test_episodes" else f"test_episodes{suffix}"
+
+
+@dataclass
+class SweepResult:
+    done: list[dict[str, Any]]
+    skipped: int
+    crashed: list[str]
+
+
+def run_sweep(
+    runs: list[RunSpec],
+    results: Path,
+    workers: int | None = None,
+    on_done: Callable[[int, int, RunSpec, dict[str, Any]], None] | None = None,
+) -> SweepResult:
+    """Execute the pending runs of ``runs``; ``on_done(i, n, spec, record)`` after each."""
+    results = Path(results)
+    todo = pending(runs, results)
+    skipped = len(runs) - len(todo)
+    workers = max(1, workers or os.cpu_count() or 1)
+    version = code_version()
+    done: list[dict[str, Any]] = []
+    crashed: list[str] = []
+    if workers == 1 or len(todo) <= 1:
+        for i, spec in enumerate(todo, 1):
+            record = execute_run(spec, results, version, threads=os.cpu_count() or 1)
+            done.append(record)
+            if on_done:
+                on_done(i, len(todo), spec, record)
+        return SweepResult(done, skipped, crashed)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        futures = {pool.submit(execute_run, spec, results, version, threads): spec for spec in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            spec = futures[fut]
+            try:
+                record = fut.result()
+            except BrokenProcessPool:
+                crashed.append(spec.label)
+                continue
+            done.append(record)
+            if on_done:
+                on_done(i, len(todo), spec, record)
+    return SweepResult(done, skipped, crashed)
+
+
+__all__ = ["RunSpec", "SweepResult", "execute_run", "pending", "plan", "run_sweep"]

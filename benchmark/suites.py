@@ -1,0 +1,31 @@
+"""Suites: named groups of tasks (SPEC.md, "Suites and budgets").
+
+Only tasks that are implemented are listed; a suite appears once it has one.
+Planned: efficiency gains ``ant_dir``; ``capacity`` (maze) and ``generality``
+(Meta-World, impairment) arrive with their task families.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    """Registered name; the second folder of every record path and the report's file name."""
+    summary: str
+    """What the suite measures, one line."""
+    tasks: tuple[str, ...]
+    """Task names (registered task families) in report order."""
+
+
+SUITES: Registry[Suite] = Registry("suite")
+
+SUITES.add("efficiency", Suite("efficiency", "how fast an agent adapts inside one episode", ("harlow",)))
+
+
+def select_suites(spec: str) -> list[Suite]:
+    return [SUITES.get(n) for n in SUITES.select(spec)]

@@ -1,0 +1,211 @@
+"""The task-family interface every metabench environment implements.
+
+Words (SPEC.md): a *task* is one draw from a task family (a Harlow item pair, a
+maze layout and target, an Ant direction); an *episode* is one reset under a
+fixed task; a *trial* is the ``episodes_per_trial`` episodes of one task during
+which an agent may adapt. Agents never see the task itself.
+
+A :class:`TaskFamily` does three things:
+
+1. **Samples tasks** from seeded streams, separately for the ``train`` and the
+   ``test`` split: ``family.sample_tasks(n, split, task_generator(seed, split))``
+   returns a :class:`TaskBatch`, a dataclass of tensors with a leading ``[n]``
+   dimension (task parameters as tensors, gymnax-style) plus one integer
+   ``key`` per task that seeds that task's dynamics randomness (see
+   :mod:`metabench.envs.rng`).
+2. **Builds a batched environment** over a batch of tasks:
+   ``env = family.make_env(tasks)``. :class:`BatchedEnv` steps all B tasks at
+   once, every tensor with a leading ``[B]`` dimension; pure-torch families
+   (Harlow, maze) hold their state as tensors and never loop over
+   environments in Python.
+3. **Declares** its observation size, action space, episode cap, episodes per
+   trial and the per-episode metrics it reports (:class:`MetricSpec`).
+
+Episodes run in lock-step: ``reset()`` starts a new episode of the same tasks
+in every environment; an environment whose episode has ended stays *done*
+(absorbing: reward 0, ``active`` False) until the next ``reset()``, so a
+batch is a fixed ``[T, B]`` block with a mask, what a BPTT trainer wants.
+
+**Wrapping gymnasium vector environments** (MuJoCo, Meta-World) uses the same
+interface: ``make_env(tasks)`` builds (or re-targets, via ``env.call``) a
+``gymnasium.vector.SyncVectorEnv``/``AsyncVectorEnv`` of B sub-environments
+with autoreset disabled, one per task, seeded from ``tasks.key``; ``step``
+converts torch actions to numpy, steps only the sub-environments that are
+still active, and returns torch tensors; ``terminated``/``truncated`` come
+from gymnasium unchanged, and ``episode_metrics`` accumulates returns and
+``info`` fields (e.g. Meta-World's ``success``). Nothing above the family
+changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal, TypeVar
+
+import torch
+
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """Discrete (``n`` actions, int64 ``[B]``) or continuous (``n`` dims, float ``[B, n]`` in [low, high])."""
+
+    kind: Literal["discrete", "continuous"]
+    n: int
+    low: float = -1.0
+    high: float = 1.0
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind == "discrete"
+
+    def zeros(self, batch: int) -> torch.Tensor:
+        """A batch of "no previous action" placeholders."""
+        if self.discrete:
+            return torch.zeros(batch, dtype=torch.int64)
+        return torch.zeros(batch, self.n)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A per-episode metric a family reports.
+
+    ``paper`` names the row of ``paper_results.csv`` holding the paper's value
+    for it, as ``(task, metric, scale)``: our value × scale is comparable.
+    """
+
+    name: str
+    higher_is_better: bool
+    description: str
+    paper: tuple[str, str, float] | None = None
+
+
+T = TypeVar("T", bound="TaskBatch")
+
+
+@dataclass
+class TaskBatch:
+    """A batch of tasks: every field a tensor with leading dimension ``[n]``.
+
+    ``key`` seeds each task's dynamics randomness. Subclasses add the task
+    parameters (e.g. Harlow's item values and rewarded item).
+    """
+
+    key: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.key.shape[0])
+
+    def index(self: T, idx: slice | torch.Tensor | int) -> T:
+        """The sub-batch ``idx`` (an int keeps a batch dimension of 1)."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        return type(self)(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
+
+@dataclass
+class Step:
+    """One batched transition.
+
+    ``active``: the environment was inside its episode before this step, so the
+    transition is real; ``terminated``/``truncated``: this transition ended the
+    episode (never both; bootstrap the value on truncation only). Inactive
+    environments return reward 0 and both flags False.
+    """
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    active: torch.Tensor
+
+
+class BatchedEnv(ABC):
+    """B environments, one per task, stepped together."""
+
+    num_envs: int
+
+    @abstractmethod
+    def reset(self) -> torch.Tensor:
+        """Start a new episode of the same tasks everywhere; returns obs ``[B, obs_dim]``."""
+
+    @abstractmethod
+    def step(self, action: torch.Tensor) -> Step:
+        """Advance every active environment by one step."""
+
+    @property
+    @abstractmethod
+    def done(self) -> torch.Tensor:
+        """``[B]`` bool: the environment's episode is over."""
+
+    @abstractmethod
+    def episode_metrics(self) -> dict[str, torch.Tensor]:
+        """Per-environment metrics ``[B]`` of the current (usually just finished) episode."""
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """Base of every family's frozen config; fields carry docstrings in subclasses."""
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks plus the batched environment that runs them."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[FamilyConfig]]
+    metrics: ClassVar[tuple[MetricSpec, ...]]
+    primary_metric: ClassVar[str]
+
+    def __init__(self, config: FamilyConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    # Declared sizes ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def obs_dim(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def action_space(self) -> ActionSpace: ...
+
+    @property
+    @abstractmethod
+    def max_episode_steps(self) -> int:
+        """Cap on steps in an episode (reaching it is a truncation)."""
+
+    episodes_per_trial: int = 1
+
+    # Tasks and environments -------------------------------------------------
+    @abstractmethod
+    def sample_tasks(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch: ...
+
+    @abstractmethod
+    def make_env(self, tasks: TaskBatch) -> BatchedEnv: ...
+
+    def evaluation_variants(self) -> dict[str, "TaskFamily"]:
+        """Families a trained agent is also scored on, by metric-name suffix.
+
+        ``{"": self}`` by default; the maze adds ``{"_larger": L=10 maze}``, the
+        impairment tasks add frozen-joint variants. The runner evaluates every
+        variant with the same protocol and suffixes its metric names.
+        """
+        return {"": self}
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def task_generator(seed: int, split: Split) -> torch.Generator:
+    """The seeded task stream of one split; train and test streams never coincide."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    g = torch.Generator()
+    g.manual_seed(seed * 1_000_003 + (0x5EED if split == "train" else 0x7E57))
+    return g
