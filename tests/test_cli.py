@@ -1,0 +1,124 @@
+"""The command line, end to end, and its bad-input cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from metabench.cli import app
+from metabench.records import scan
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("command", ["list", "run", "report", "check"])
+def test_help_on_every_command(command):
+    out = cli(command, "--help")
+    assert out.exit_code == 0 and "Usage" in out.output
+
+
+def test_list_names_everything():
+    out = cli("list")
+    assert out.exit_code == 0
+    for word in ("random", "harlow", "efficiency", "smoke", "quick", "paper"):
+        assert word in out.output
+
+
+@pytest.mark.parametrize(
+    "args, kind, valid",
+    [
+        (["--agents", "nope"], "agent", "random"),
+        (["--agents", "random,nope"], "agent", "random"),
+        (["--suite", "nope"], "suite", "efficiency"),
+        (["--profile", "huge"], "profile", "smoke"),
+        (["--tasks", "nope"], "task", "harlow"),
+    ],
+)
+def test_unknown_names_exit_2_with_choices(args, kind, valid, tmp_path):
+    out = cli("run", *args, "--results", str(tmp_path))
+    assert out.exit_code == 2
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: unknown {kind}") and valid in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_console_script_bad_agent_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "metabench.cli", "run", "--agents", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown agent 'nope'; valid: " + proc.stderr.split("valid: ")[1].strip()
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_smoke_run_report_check(tmp_path):
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    out = cli("run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
+              "--workers", "1", "--results", str(results))
+    assert out.exit_code == 0, out.output
+    assert "2 ok, 0 failed" in out.output
+    record = json.loads((results / "smoke/efficiency/harlow/random/seed0.json").read_text())
+    assert record["status"] == "ok" and record["profile"] == "smoke"
+    out = cli("report", "--results", str(results), "--reports", str(reports))
+    assert out.exit_code == 0, out.output
+    md = (reports / "efficiency.md").read_text()
+    assert "| `random` | 2 |" in md and "episode_return" in md
+    png = (reports / "figures/efficiency-smoke.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli("check", "--results", str(results)).exit_code == 0
+    # Report is a pure function of results: same bytes twice.
+    first = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+    assert cli("report", "--results", str(results), "--reports", str(reports)).exit_code == 0
+    assert {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()} == first
+    # A second identical run does nothing.
+    out = cli("run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
+              "--workers", "1", "--results", str(results))
+    assert "0 ok, 0 failed, 2 already done" in out.output
+
+
+def test_corrupt_record_named_and_skipped(tmp_path):
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    assert cli("run", "--agents", "random", "--profile", "smoke", "--seeds", "1", "--workers", "1",
+               "--results", str(results)).exit_code == 0
+    bad = results / "smoke/efficiency/harlow/random/seed7.json"
+    bad.write_text("{not json")
+    out = cli("report", "--results", str(results), "--reports", str(reports))
+    assert out.exit_code == 0
+    assert f"skipped: {bad}: not valid JSON" in out.output
+    assert "| `random` | 1 |" in (reports / "efficiency.md").read_text()
+    out = cli("check", "--results", str(results))
+    assert out.exit_code == 1 and str(bad) in out.output
+
+
+def test_kill_9_mid_sweep_then_resume(tmp_path):
+    """A sweep killed with SIGKILL leaves only valid records; the rerun does not redo them."""
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--profile", "smoke",
+           "--seeds", "40", "--workers", "1", "--results", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = results / "smoke/efficiency/harlow/random"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("seed*.json"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    found = scan(results)
+    assert found.invalid == []
+    finished = {p: p.stat().st_mtime_ns for p, _ in found.records}
+    assert 3 <= len(finished) < 40, "the sweep should have been killed mid-way"
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(finished)} already done" in proc.stdout
+    assert all(p.stat().st_mtime_ns == m for p, m in finished.items())
+    assert len(scan(results).records) == 40

@@ -1,0 +1,141 @@
+"""The runner: planning, resume, failed runs, atomic records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from metabench.agents import Agent
+from metabench.profiles import PROFILES
+from metabench.records import InvalidRecord, load_record, scan, write_record
+from metabench.runner import is_done, pending, plan, run_sweep
+from metabench.suites import SUITES
+
+SMOKE = PROFILES.get("smoke")
+EFFICIENCY = SUITES.get("efficiency")
+
+
+class Exploding(Agent):
+    """Raises inside meta-training."""
+
+    def meta_train(self, family, budget_env_steps, monitor):
+        raise ValueError("boom in training")
+
+    def initial_memory(self, batch_size):
+        return None
+
+    def act(self, inputs, memory):
+        return torch.zeros(inputs.obs.shape[0], dtype=torch.int64), memory
+
+
+class NaNLoss(Exploding):
+    """Reports a NaN loss: the monitor must stop it."""
+
+    def meta_train(self, family, budget_env_steps, monitor):
+        monitor.update(100, 1, {"loss": 1.0})
+        monitor.update(200, 2, {"loss": float("nan")})
+        return 200
+
+
+def test_plan_expands_agents_tasks_seeds():
+    runs, notes = plan(["random"], [EFFICIENCY], SMOKE, seeds=3)
+    assert [(r.task, r.agent, r.seed) for r in runs] == [("harlow", "random", s) for s in range(3)]
+    assert notes == []
+    assert runs[0].config["profile"]["train_env_steps"] == SMOKE.budget("harlow")
+    assert runs[0].config["task"]["line_length"] == 11
+    assert runs[0].config["seed"] == 0
+    json.dumps(runs[0].config)  # JSON-able
+
+
+def test_resume_skips_finished_runs(tmp_path):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2)
+    first = run_sweep(runs, tmp_path, workers=1)
+    assert len(first.done) == 2 and first.skipped == 0
+    mtimes = {r.path(tmp_path): r.path(tmp_path).stat().st_mtime_ns for r in runs}
+    second = run_sweep(runs, tmp_path, workers=1)
+    assert second.done == [] and second.skipped == 2
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    # A record with another config (e.g. a changed budget) is not "done".
+    record = load_record(runs[0].path(tmp_path))
+    record["config"]["profile"]["train_env_steps"] += 1
+    write_record(runs[0].path(tmp_path), record)
+    assert not is_done(runs[0], tmp_path) and is_done(runs[1], tmp_path)
+    assert pending(runs, tmp_path) == [runs[0]]
+
+
+def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent):
+    with temp_agent("exploding", Exploding), temp_agent("nan_loss", NaNLoss):
+        runs, _ = plan(["exploding", "random", "nan_loss"], [EFFICIENCY], SMOKE, seeds=1)
+        out = run_sweep(runs, tmp_path, workers=1)
+    by_agent = {r["agent"]: r for r in out.done}
+    assert by_agent["random"]["status"] == "ok"
+    assert by_agent["exploding"]["status"] == "failed"
+    assert by_agent["exploding"]["error"] == "ValueError: boom in training"
+    assert by_agent["nan_loss"]["status"] == "failed"
+    assert "non-finite loss" in by_agent["nan_loss"]["error"]
+    # Failed records are valid records, and are retried on the next sweep.
+    found = scan(tmp_path)
+    assert len(found.records) == 3 and found.invalid == []
+    failed = [r for r in runs if r.agent != "random"]
+    assert pending(runs, tmp_path) == failed
+
+
+def test_interrupted_write_leaves_previous_record(tmp_path, monkeypatch):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    run_sweep(runs, tmp_path, workers=1)
+    path = runs[0].path(tmp_path)
+    before = path.read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process died between writing and renaming
+
+    monkeypatch.setattr(os, "replace", killed)
+    record = load_record(path)
+    record["metrics"]["episode_return"] = 99.0
+    with pytest.raises(KeyboardInterrupt):
+        write_record(path, record)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    # A stray half-written temporary file is never read as a record.
+    (path.parent / ".seed0.json.abc.tmp").write_text('{"agent": "ran')
+    assert len(scan(tmp_path).records) == 1
+
+
+def test_corrupt_record_is_named_and_rerun(tmp_path):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    path = runs[0].path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"agent": "random", "metr')
+    with pytest.raises(InvalidRecord, match="not valid JSON"):
+        load_record(path)
+    assert pending(runs, tmp_path) == runs
+    run_sweep(runs, tmp_path, workers=1)
+    assert load_record(path)["status"] == "ok"
+
+
+def test_record_fields(tmp_path):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    record = run_sweep(runs, tmp_path, workers=1).done[0]
+    for key in ("agent", "task", "suite", "seed", "profile", "status", "error", "metrics", "env_steps",
+                "wall_time_s", "config", "code_version"):
+        assert key in record
+    assert record["config"] == runs[0].config
+    for metric in ("episode_return", "fraction_of_optimal", "correct_after_first"):
+        assert metric in record["metrics"] and f"{metric}_std" in record["metrics"]
+    assert record["metrics"]["test_episodes"] == SMOKE.test_tasks
+    curves = runs[0].path(tmp_path).with_name("seed0.curves.csv").read_text().splitlines()
+    assert curves[0] == "curve,x,metric,value"
+    kinds = {line.split(",")[0] for line in curves[1:]}
+    assert {"eval", "step_reward"} <= kinds
+
+
+def test_process_pool_matches_in_process(tmp_path):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2)
+    serial = {r["seed"]: r["metrics"] for r in run_sweep(runs, tmp_path / "a", workers=1).done}
+    pooled = {r["seed"]: r["metrics"] for r in run_sweep(runs, tmp_path / "b", workers=2).done}
+    strip = lambda m: {k: v for k, v in m.items() if k != "train_env_steps_per_s"}  # noqa: E731
+    assert {s: strip(m) for s, m in serial.items()} == {s: strip(m) for s, m in pooled.items()}
