@@ -178,7 +178,8 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             if spec.paper and (p := paper_value(spec.paper[0], agent, spec.paper[1])):
                 ax.plot(i, p.value / spec.paper[2], "kD", label="paper" if i == 0 else None)
         ax.set_xticks(range(len(agents)), agents, rotation=20)
-        ax.set_title(f"{task}: {metric} (mean ± std over seeds; ◆ paper)")
+        _levels(ax, family)
+        ax.set_title(f"{task}: {metric}\n(mean ± std over seeds; ◆ paper)")
         # 2. reward at each step inside the trial
         ax = row[1]
         for i, agent in enumerate(agents):
@@ -187,24 +188,33 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
                 ax.plot(xs, ys, color=f"C{i}", label=agent)
         ax.set_xlabel("step inside the trial")
         ax.set_ylabel("mean reward of active tasks")
-        ax.set_title(f"{task}: reward per step (held-out tasks)")
+        ax.set_title(f"{task}: reward at each step of the trial\n(held-out tasks, mean over seeds)")
         ax.legend(fontsize=8)
         # 3. held-out score along meta-training
         ax = row[2]
         for i, agent in enumerate(agents):
             xs, ys = _mean_curve(group.ok[agent], "eval", metric)
-            if xs:
-                ax.plot(xs, ys, "o-" if len(xs) < 3 else "-", color=f"C{i}", label=agent)
+            if len(xs) > 1:
+                ax.plot(xs, ys, "o-" if len(xs) < 5 else "-", color=f"C{i}", label=agent)
+        if ax.lines:
+            _levels(ax, family)
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("meta-training env steps")
         ax.set_ylabel(metric)
-        ax.set_title(f"{task}: held-out {metric} along training (mean over seeds)")
-        ax.legend(fontsize=8)
+        ax.set_title(f"{task}: held-out {metric} along meta-training\n(mean over seeds)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def _levels(ax, family: TaskFamily) -> None:
+    for j, (label, value) in enumerate(family.reference_levels().items()):
+        ax.axhline(value, color="gray", linestyle="--" if j == 0 else ":", linewidth=1, label=label)
 
 
 def _mean_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str) -> tuple[list[float], list[float]]:

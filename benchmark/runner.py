@@ -156,7 +156,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
             for t, (r, a) in enumerate(zip(ev.step_reward, ev.step_active)):
                 rows.append((f"step_reward{suffix}", t, "reward", float(r)))
                 rows.append((f"step_reward{suffix}", t, "active_fraction", float(a)))
-            if suffix == "":
+            if suffix == "" and used > 0:
                 rows.extend(("eval", used, k, v) for k, v in ev.metrics.items()
                             if not k.endswith("_std") and k != "test_episodes")
         metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0

@@ -195,6 +195,10 @@ class TaskFamily(ABC):
         """
         return {"": self}
 
+    def reference_levels(self) -> dict[str, float]:
+        """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
+        return {}
+
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:
             if m.name == name:

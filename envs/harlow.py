@@ -198,6 +198,11 @@ class Harlow(TaskFamily):
         MetricSpec("choices", True, "presentations answered in the episode (of P)"),
     )
 
+    def reference_levels(self) -> dict[str, float]:
+        cfg = self.config
+        return {f"maximum {cfg.max_return:.1f}": cfg.max_return,
+                f"Bayes-optimal {cfg.bayes_optimal_return:.1f}": cfg.bayes_optimal_return}
+
     @property
     def obs_dim(self) -> int:
         cfg = self.config
