@@ -12,7 +12,7 @@ keeps the training curves and calls :func:`evaluate` along training.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,8 +34,16 @@ class TrialResult:
     """``[steps, B]`` bool: the step was inside an episode."""
 
 
-def run_trials(agent: Agent, family: TaskFamily, tasks: TaskBatch) -> TrialResult:
-    """One trial of each task in ``tasks``, all in one batch, memory reset once at task start."""
+def run_trials(
+    agent: Agent,
+    family: TaskFamily,
+    tasks: TaskBatch,
+    on_step: Callable[[AgentInput, torch.Tensor], None] | None = None,
+) -> TrialResult:
+    """One trial of each task in ``tasks``, all in one batch, memory reset once at task start.
+
+    ``on_step(inputs, action)`` sees every step (trainers record their rollouts with it).
+    """
     env = family.make_env(tasks)
     b = len(tasks)
     space = family.action_space
@@ -55,6 +63,8 @@ def run_trials(agent: Agent, family: TaskFamily, tasks: TaskBatch) -> TrialResul
                 active=~env.done,
             )
             action, memory = agent.act(inputs, memory)
+            if on_step is not None:
+                on_step(inputs, action)
             step = env.step(action)
             obs = step.obs
             prev_action = torch.where(

@@ -58,6 +58,8 @@ class HarlowConfig(FamilyConfig):
             raise ValueError(f"line_length must be odd and >= 3, got {self.line_length}")
         if self.presentations < 1 or self.max_steps < 1 or self.item_dim < 1:
             raise ValueError("presentations, max_steps and item_dim must be positive")
+        if self.bayes_optimal_return <= 0:
+            raise ValueError("the rewards give a Bayes-optimal return <= 0; fraction_of_optimal would be meaningless")
         if self.position_coding not in ("scalar", "onehot"):
             raise ValueError(f"position_coding must be 'scalar' or 'onehot', got {self.position_coding!r}")
 
@@ -141,7 +143,10 @@ class HarlowEnv(BatchedEnv):
     def step(self, action: torch.Tensor) -> Step:
         cfg = self.cfg
         active = ~self._done
-        move = action.to(torch.int64) * 2 - 1
+        action = action.to(torch.int64)
+        if bool(((action < 0) | (action > 1)).any()):
+            raise ValueError("Harlow actions are 0 (left) or 1 (right)")
+        move = action * 2 - 1
         pos = torch.where(active, (self.pos + move).clamp(0, cfg.line_length - 1), self.pos)
         reward = torch.zeros(self.num_envs)
 

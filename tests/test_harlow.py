@@ -383,7 +383,7 @@ def test_done_is_absorbing_after_staggered_ends():
         final_obs[newly] = s.obs[newly]
         end_step[newly] = t
     assert len(set(end_step.tolist())) == 5  # d = 1..5
-    torch.testing.assert_close(env.episode_metrics()["episode_return"], torch.full((n,), 6.2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(env.episode_metrics()["episode_return"], torch.full((n,), DEFAULT.max_return), atol=1e-5, rtol=0)
     env.reset()
     assert not bool(env.done.any())
     assert bool(env.step(torch.zeros(n, dtype=torch.int64)).active.all())
