@@ -9,7 +9,9 @@ from __future__ import annotations
 from metabench.registry import Registry
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
+from .metods import MetODSAgent
 from .random_agent import RandomAgent
+from .rl2 import RL2Agent
 
 AGENTS: Registry[AgentEntry] = Registry("agent")
 
@@ -19,6 +21,14 @@ def register(name: str, cls: type[Agent], summary: str, **overrides) -> AgentEnt
 
 
 register("random", RandomAgent, "uniform random actions; calibrates every task")
+register("metods", MetODSAgent, "MetODS, linear write, S=4 (the paper's headline)")
+register("metods_s1", MetODSAgent, "MetODS ablation: S=1", S=1)
+register("metods_s2", MetODSAgent, "MetODS ablation: S=2", S=2)
+register("metods_no_alpha", MetODSAgent, "MetODS ablation: scalar plasticity instead of the N x N mask α",
+         plasticity="scalar")
+register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla")
+register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp")
+register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 
 __all__ = [
     "AGENTS", "Agent", "AgentConfig", "AgentEntry", "AgentInput", "TrainingDiverged", "TrainingMonitor", "register",

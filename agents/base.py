@@ -124,6 +124,10 @@ class Agent(ABC):
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
         """Meta-train on ``family``'s train tasks; returns the environment steps used (<= budget)."""
 
+    def training_summary(self) -> dict[str, float]:
+        """Scalars about the finished meta-training, saved in the record as ``train_*`` metrics."""
+        return {}
+
     @abstractmethod
     def initial_memory(self, batch_size: int) -> Any:
         """Fresh per-trial memory for ``batch_size`` tasks (called at every task start)."""

@@ -160,6 +160,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
                 rows.extend(("eval", used, k, v) for k, v in ev.metrics.items()
                             if not k.endswith("_std") and k != "test_episodes")
         metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0
+        metrics.update({f"train_{k}": float(v) for k, v in agent.training_summary().items()})
         record["metrics"] = metrics
     except Exception as e:  # noqa: BLE001 - any failure of a run becomes its record
         record["status"] = "failed"

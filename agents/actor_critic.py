@@ -1,0 +1,328 @@
+"""One actor-critic trainer for every recurrent meta-learner (MetODS, RL²).
+
+Only the *memory core* differs between agents: a :class:`MemoryCore` maps the
+step features [obs, previous action, previous reward, episode-start flag]
+and its state to a hidden vector ``h``; the heads (policy, value) and the
+trainer are shared. Subclasses of :class:`RecurrentAgent` supply
+:meth:`RecurrentAgent.make_core` and nothing else.
+
+Training (:meth:`RecurrentAgent.meta_train`), per update:
+
+1. sample ``batch_tasks`` train tasks and run one trial of each with the
+   shared protocol's :func:`~metabench.protocol.run_trials` under ``no_grad``
+   (the core's state is reset at task start only), recording every step;
+2. replay the recorded trial through the core *with* gradients, from the
+   task-start state: backpropagation through the whole trial, every W update
+   and every GRU step (``tbptt`` cuts the graph every k steps if set);
+3. advantages by GAE over the trial. Episode boundaries inside a trial are
+   not cut (the meta-learner maximises the return of the whole trial, as RL²
+   does); the trial's last step ends the return. Loss: policy gradient
+   (clipped PPO ratio), value regression, entropy bonus; gradients clipped
+   to ``max_grad_norm``.
+
+``ppo_epochs=1, minibatches=1`` is advantage actor-critic (A2C): the ratio is
+1 and the gradient is the plain policy gradient. PPO mode (``ppo_epochs>1``)
+recomputes the sequences per minibatch of tasks; the old log-probabilities
+and values come from one no-grad replay.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from metabench.envs.base import ActionSpace, TaskFamily, task_generator
+
+from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, keep_inactive
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig(AgentConfig):
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_tasks: int = 128
+    """Trials (one task each) per update."""
+    gamma: float = 0.99
+    """Discount inside a trial."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this for learning (not for scores)."""
+    ppo_epochs: int = 1
+    """Passes over each batch of trials; 1 is A2C, >1 is PPO."""
+    minibatches: int = 1
+    """Minibatches of tasks per PPO epoch."""
+    ppo_clip: float = 0.2
+    """PPO ratio clip (inactive when ppo_epochs=1: the ratio is then 1)."""
+    normalize_advantages: bool = True
+    """Standardise advantages over the batch."""
+    tbptt: int = 0
+    """Detach the memory state every k steps of the replay (0: full BPTT through the trial)."""
+    compile: bool = False
+    """``torch.compile`` the core's step (same numbers within float tolerance)."""
+    init_log_std: float = -0.5
+    """Initial log standard deviation of the Gaussian head (continuous actions)."""
+
+
+class MemoryCore(nn.Module):
+    """A recurrent memory: ``h, state = core(x, state)``; ``state`` is a tensor or a tuple of tensors."""
+
+    hidden_dim: int
+    diagnostic_names: tuple[str, ...] = ()
+    """Keys of :meth:`diagnostics`, summarised (last, max) in the run's record."""
+
+    @abstractmethod
+    def initial_state(self, batch: int) -> Any: ...
+
+    def diagnostics(self, state: Any) -> dict[str, float]:
+        """Scalars worth logging about a state (MetODS: ‖W‖)."""
+        return {}
+
+
+def _map_state(fn, *states):
+    if isinstance(states[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*states))
+    return fn(*states)
+
+
+class Heads(nn.Module):
+    """Policy (categorical or diagonal Gaussian) and value heads on the core's output."""
+
+    def __init__(self, hidden: int, space: ActionSpace, init_log_std: float):
+        super().__init__()
+        self.space = space
+        self.policy = nn.Linear(hidden, space.n)
+        self.value = nn.Linear(hidden, 1)
+        nn.init.orthogonal_(self.policy.weight, gain=0.01)
+        nn.init.zeros_(self.policy.bias)
+        if not space.discrete:
+            self.log_std = nn.Parameter(torch.full((space.n,), init_log_std))
+
+    def distribution(self, h: torch.Tensor) -> torch.distributions.Distribution:
+        out = self.policy(h)
+        if self.space.discrete:
+            return torch.distributions.Categorical(logits=out)
+        return torch.distributions.Independent(torch.distributions.Normal(out, self.log_std.exp()), 1)
+
+    def forward(self, h: torch.Tensor):
+        return self.distribution(h), self.value(h).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """One batch of trials, time-major ``[T, B, ...]``."""
+
+    features: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    active: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def tasks(self, idx: torch.Tensor) -> "Rollout":
+        return Rollout(self.features[:, idx], self.actions[:, idx], self.rewards[:, idx], self.active[:, idx])
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, active: torch.Tensor, gamma: float, lam: float):
+    """Advantages and returns over ``[T, B]`` trials.
+
+    Each active step is followed by the next *active* step of its column
+    (inactive gaps between the episodes of a trial are skipped), and the last
+    active step ends the return. Inactive steps get advantage 0.
+    """
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    next_value = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_value - values[t]
+        candidate = delta + gamma * lam * last
+        adv[t] = torch.where(active[t], candidate, 0.0)
+        last = torch.where(active[t], candidate, last)
+        next_value = torch.where(active[t], values[t], next_value)
+    return adv, adv + values
+
+
+# Trainer settings per task (ours), the same for every memory core; then per profile.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Harlow: full-trial A2C updates were too few per env step to leave chance (SPEC.md);
+    # PPO with 4 epochs x 4 minibatches of 64 trials learns the association.
+    "harlow": {"batch_tasks": 256, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.99, "gae_lambda": 0.95},
+}
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smoke": {"batch_tasks": 64, "compile": False},  # seconds a run: no compile, small batches
+}
+
+
+class RecurrentAgent(Agent):
+    """A memory core + shared heads, trained by the shared actor-critic trainer.
+
+    Subclasses set ``core_defaults`` (per-task settings of their core, e.g.
+    MetODS's N) and implement :meth:`make_core`.
+    """
+
+    Config = ActorCriticConfig
+    config: ActorCriticConfig
+    core_defaults: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def default_config(cls, family: TaskFamily, profile) -> ActorCriticConfig:
+        return cls.Config(**{
+            **TASK_DEFAULTS.get(family.name, {}),
+            **cls.core_defaults.get(family.name, {}),
+            **PROFILE_DEFAULTS.get(profile.name, {}),
+        })
+
+    def __init__(self, family: TaskFamily, config: ActorCriticConfig, seed: int):
+        super().__init__(family, config, seed)
+        torch.manual_seed(seed)
+        self.space = family.action_space
+        self.core = self.make_core(family, config)
+        self.heads = Heads(self.core.hidden_dim, self.space, config.init_log_std)
+        self.params = [p for m in (self.core, self.heads) for p in m.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self._step = torch.compile(self._core_step, dynamic=False) if config.compile else self._core_step
+        self._gen = torch.Generator().manual_seed(seed)
+        self._summary: dict[str, float] = {}
+
+    @abstractmethod
+    def make_core(self, family: TaskFamily, config: ActorCriticConfig) -> MemoryCore: ...
+
+    # Acting --------------------------------------------------------------------------------
+    def _core_step(self, x: torch.Tensor, state: Any, active: torch.Tensor):
+        h, new = self.core(x, state)
+        new = _map_state(lambda n, o: keep_inactive(active, n, o), new, state)
+        return h, new
+
+    def initial_memory(self, batch_size: int) -> Any:
+        return self.core.initial_state(batch_size)
+
+    def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
+        x = inputs.features(self.space)
+        h, memory = self._step(x, memory, inputs.active)
+        dist = self.heads.distribution(h)
+        if self.space.discrete:
+            probs = dist.probs
+            action = torch.multinomial(probs, 1, generator=self._gen).squeeze(1)
+        else:
+            mean, std = dist.base_dist.loc, dist.base_dist.scale
+            action = mean + std * torch.randn(mean.shape, generator=self._gen)
+        return action, memory
+
+    # Training ------------------------------------------------------------------------------
+    def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
+        from metabench.protocol import run_trials
+
+        tasks = family.sample_tasks(self.config.batch_tasks, "train", generator)
+        feats, actions = [], []
+
+        def record(inputs: AgentInput, action: torch.Tensor) -> None:
+            feats.append(inputs.features(self.space))
+            actions.append(action)
+
+        with torch.no_grad():
+            res = run_trials(self, family, tasks, on_step=record)
+        return Rollout(torch.stack(feats), torch.stack(actions), res.rewards, res.active)
+
+    def replay(self, ro: Rollout):
+        """Log-probabilities, entropies and values of the recorded actions, with gradients through the trial."""
+        b = ro.features.shape[1]
+        state = self.core.initial_state(b)
+        logps, ents, values = [], [], []
+        for t in range(len(ro)):
+            if self.config.tbptt and t % self.config.tbptt == 0 and t:
+                state = _map_state(lambda s: s.detach(), state)
+            h, state = self._step(ro.features[t], state, ro.active[t])
+            dist, value = self.heads(h)
+            logps.append(dist.log_prob(ro.actions[t]))
+            ents.append(dist.entropy())
+            values.append(value)
+        return torch.stack(logps), torch.stack(ents), torch.stack(values), state
+
+    def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
+        cfg = self.config
+        gen = task_generator(self.seed, "train")
+        steps = episodes = 0
+        while True:
+            ro = self.collect(family, gen)
+            n = int(ro.active.sum())
+            if steps + n > budget_env_steps:
+                break
+            steps += n
+            episodes += ro.features.shape[1] * family.episodes_per_trial
+            scalars = self.update(ro)
+            monitor.update(steps, episodes, scalars)
+            for k in ("grad_norm", *self.core.diagnostic_names):
+                if k in scalars:
+                    self._summary[f"{k}_last"] = scalars[k]
+                    self._summary[f"{k}_max"] = max(self._summary.get(f"{k}_max", -math.inf), scalars[k])
+        return steps
+
+    def training_summary(self) -> dict[str, float]:
+        return dict(self._summary)
+
+    def update(self, ro: Rollout) -> dict[str, float]:
+        cfg = self.config
+        b = ro.features.shape[1]
+        rewards = ro.rewards * cfg.reward_scale
+        mask = ro.active.to(torch.float32)
+        old_logp = None
+        if cfg.ppo_epochs > 1 or cfg.minibatches > 1:
+            with torch.no_grad():
+                old_logp, _, values, _ = self.replay(ro)
+            adv, ret = gae(rewards, values, ro.active, cfg.gamma, cfg.gae_lambda)
+        stats: dict[str, list[float]] = {}
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(b, generator=self._gen)
+            for idx in order.chunk(cfg.minibatches):
+                logp, ent, values, state = self.replay(ro.tasks(idx))
+                m = mask[:, idx]
+                if old_logp is None:  # A2C: advantages from this very pass
+                    adv_b, ret_b = gae(rewards[:, idx], values.detach(), ro.active[:, idx], cfg.gamma, cfg.gae_lambda)
+                    old_b = logp.detach()
+                else:
+                    adv_b, ret_b, old_b = adv[:, idx], ret[:, idx], old_logp[:, idx]
+                if cfg.normalize_advantages:
+                    mu = (adv_b * m).sum() / m.sum()
+                    sd = (((adv_b - mu) ** 2 * m).sum() / m.sum()).sqrt()
+                    adv_b = (adv_b - mu) / (sd + 1e-8)
+                ratio = (logp - old_b).exp()
+                pg = -torch.minimum(ratio * adv_b, ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * adv_b)
+                n = m.sum()
+                policy_loss = (pg * m).sum() / n
+                value_loss = (((values - ret_b) ** 2) * m).sum() / n
+                entropy = (ent * m).sum() / n
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                for k, v in {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss,
+                             "entropy": entropy, "grad_norm": grad_norm}.items():
+                    stats.setdefault(k, []).append(float(v.detach()))
+                for k, v in self.core.diagnostics(state).items():
+                    stats.setdefault(k, []).append(v)
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["train_return"] = float(ro.rewards.sum(0).mean())
+        return out
+
+
+def xavier_linear(i: int, o: int, gain: float = 1.0) -> nn.Linear:
+    lin = nn.Linear(i, o)
+    nn.init.xavier_uniform_(lin.weight, gain=gain)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+__all__ = ["ActorCriticConfig", "MemoryCore", "RecurrentAgent", "Rollout", "feature_dim", "gae", "xavier_linear"]
