@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -181,6 +182,21 @@ def _suffixed(metric: str, suffix: str) -> str:
     return f"{metric}{suffix}" if metric != "test_episodes" else f"test_episodes{suffix}"
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool-worker initializer: end this worker when the sweep's process dies (e.g. ``kill -9``).
+
+    Otherwise orphaned workers wait forever on their task queue. A worker ended
+    mid-run leaves no partial record: records are written atomically.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 @dataclass
 class SweepResult:
     done: list[dict[str, Any]]
@@ -211,7 +227,8 @@ def run_sweep(
         return SweepResult(done, skipped, crashed)
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(execute_run, spec, results, version, threads): spec for spec in todo}
         for i, fut in enumerate(as_completed(futures), 1):
             spec = futures[fut]

@@ -101,11 +101,18 @@ def test_corrupt_record_named_and_skipped(tmp_path):
     assert out.exit_code == 1 and str(bad) in out.output
 
 
-def test_kill_9_mid_sweep_then_resume(tmp_path):
-    """A sweep killed with SIGKILL leaves only valid records; the rerun does not redo them."""
+def _pool_workers() -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines()[1:] if "multiprocessing.spawn" in line}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
+    """A sweep killed with SIGKILL leaves only valid records and no orphan workers; the rerun does not redo them."""
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--profile", "smoke",
-           "--seeds", "40", "--workers", "1", "--results", str(results)]
+           "--seeds", "40", "--workers", workers, "--results", str(results)]
+    workers_before = _pool_workers()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = results / "smoke/efficiency/harlow/random"
     deadline = time.time() + 120
@@ -113,6 +120,10 @@ def test_kill_9_mid_sweep_then_resume(tmp_path):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _pool_workers() - workers_before:
+        time.sleep(0.1)
+    assert not _pool_workers() - workers_before, "pool workers outlived the killed sweep"
     found = scan(results)
     assert found.invalid == []
     finished = {p: p.stat().st_mtime_ns for p, _ in found.records}
