@@ -132,9 +132,10 @@ class CurveMonitor:
 
     Curves are long-format rows ``(curve, x, metric, value)``: ``train``
     (training scalars, averaged between log points, x = env steps) and
-    ``eval`` (held-out metrics, x = env steps, with ``episodes`` = training
-    episodes so far). Training scalars are logged at most ``log_points``
-    times over the budget.
+    ``eval`` (held-out metrics at nominal checkpoints x = k * budget /
+    curve_points, the same for every seed, with the actual ``env_steps`` and
+    training ``episodes`` beside them; the final evaluation sits at x = budget).
+    Training scalars are logged at most ``log_points`` times over the budget.
     """
 
     agent: Agent
@@ -145,6 +146,8 @@ class CurveMonitor:
     curve_points: int
     log_points: int = 200
     rows: list[tuple[str, float, str, float]] = field(default_factory=list)
+    episodes: int = 0
+    """Training episodes reported so far."""
     _next_eval: int = 0
     _next_log: int = 0
     _acc: dict[str, list[float]] = field(default_factory=dict)
@@ -155,15 +158,21 @@ class CurveMonitor:
         self._next_eval = self._eval_every
         self._next_log = self._log_every
 
-    def evaluate_now(self, env_steps: int, episodes: int) -> Evaluation:
+    def evaluate_now(self, checkpoint: int, env_steps: int, episodes: int) -> Evaluation:
+        """Held-out evaluation, logged at the nominal ``checkpoint`` (so seeds line up) with the actual counts."""
         ev = evaluate(self.agent, self.family, self.seed, self.curve_tasks)
-        self.rows.append(("eval", env_steps, "episodes", float(episodes)))
-        for k, v in ev.metrics.items():
-            if not k.endswith("_std") and k != "test_episodes":
-                self.rows.append(("eval", env_steps, k, v))
+        self.log_eval(checkpoint, env_steps, episodes, ev.metrics)
         return ev
 
+    def log_eval(self, checkpoint: int, env_steps: int, episodes: int, metrics: Mapping[str, float]) -> None:
+        self.rows.append(("eval", checkpoint, "env_steps", float(env_steps)))
+        self.rows.append(("eval", checkpoint, "episodes", float(episodes)))
+        for k, v in metrics.items():
+            if not k.endswith("_std") and k != "test_episodes":
+                self.rows.append(("eval", checkpoint, k, v))
+
     def update(self, env_steps: int, episodes: int, scalars: Mapping[str, float]) -> None:
+        self.episodes = episodes
         for k, v in scalars.items():
             v = float(v)
             if not math.isfinite(v):
@@ -174,6 +183,6 @@ class CurveMonitor:
                 self.rows.append(("train", env_steps, k, sum(vs) / len(vs)))
             self._acc.clear()
             self._next_log = (env_steps // self._log_every + 1) * self._log_every
-        if env_steps >= self._next_eval and env_steps < self.budget:
-            self.evaluate_now(env_steps, episodes)
+        if env_steps >= self._next_eval and self._next_eval < self.budget:
+            self.evaluate_now(self._next_eval, env_steps, episodes)
             self._next_eval = (env_steps // self._eval_every + 1) * self._eval_every

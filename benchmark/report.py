@@ -193,9 +193,10 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         # 3. held-out score along meta-training
         ax = row[2]
         for i, agent in enumerate(agents):
-            xs, ys = _mean_curve(group.ok[agent], "eval", metric)
+            xs, mean, half = _curve_band(group.ok[agent], "eval", metric)
             if len(xs) > 1:
-                ax.plot(xs, ys, "o-" if len(xs) < 5 else "-", color=f"C{i}", label=agent)
+                ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=f"C{i}", label=agent)
+                ax.fill_between(xs, mean - half, mean + half, color=f"C{i}", alpha=0.2, linewidth=0)
         if ax.lines:
             _levels(ax, family)
             ax.legend(fontsize=8)
@@ -203,7 +204,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("meta-training env steps")
         ax.set_ylabel(metric)
-        ax.set_title(f"{task}: held-out {metric} along meta-training\n(mean over seeds)")
+        ax.set_title(f"{task}: held-out {metric} along meta-training\n(mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -215,6 +216,22 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
 def _levels(ax, family: TaskFamily) -> None:
     for j, (label, value) in enumerate(family.reference_levels().items()):
         ax.axhline(value, color="gray", linestyle="--" if j == 0 else ":", linewidth=1, label=label)
+
+
+def _curve_band(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str):
+    """x, mean over seeds and the half-width of a normal 95% CI over seeds, at the x every seed has."""
+    import numpy as np
+
+    per_run = []
+    for path, _ in runs:
+        per_run.append({x: v for c, x, m, v in iter_curves(path) if c == curve and m == metric})
+    common = sorted(set.intersection(*(set(r) for r in per_run))) if per_run else []
+    vals = np.array([[r[x] for x in common] for r in per_run]) if common else np.zeros((0, 0))
+    if not common:
+        return [], np.array([]), np.array([])
+    mean = vals.mean(0)
+    half = 1.96 * vals.std(0, ddof=1) / np.sqrt(len(per_run)) if len(per_run) > 1 else np.zeros_like(mean)
+    return common, mean, half
 
 
 def _mean_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str) -> tuple[list[float], list[float]]:

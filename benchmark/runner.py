@@ -16,6 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import platform
 import subprocess
 import threading
 import time
@@ -109,7 +110,12 @@ def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
 
 
 def code_version() -> str:
-    """The git commit of the source tree (``-dirty`` if it has changes), else the package version."""
+    """The git commit of the source tree (``-dirty`` if it has changes), else the package version.
+
+    ``METABENCH_CODE_VERSION`` overrides it, for a copy of the tree without ``.git``.
+    """
+    if os.environ.get("METABENCH_CODE_VERSION"):
+        return os.environ["METABENCH_CODE_VERSION"]
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
@@ -129,6 +135,8 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
         "schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
         "profile": spec.profile, "status": "ok", "error": None, "metrics": {}, "env_steps": 0,
         "wall_time_s": 0.0, "config": spec.config, "code_version": version,
+        "platform": {"python": platform.python_version(), "torch": torch.__version__,
+                     "machine": platform.machine(), "threads": torch.get_num_threads()},
     }
     rows: list[tuple[str, float, str, float]] = []
     try:
@@ -143,7 +151,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
         budget = profile.budget(spec.task)
         monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks, profile.curve_points)
         rows = monitor.rows
-        monitor.evaluate_now(0, 0)
+        monitor.evaluate_now(0, 0, 0)
         train_start = time.perf_counter()
         used = int(agent.meta_train(family, budget, monitor))
         train_time = time.perf_counter() - train_start
@@ -158,8 +166,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
                 rows.append((f"step_reward{suffix}", t, "reward", float(r)))
                 rows.append((f"step_reward{suffix}", t, "active_fraction", float(a)))
             if suffix == "" and used > 0:
-                rows.extend(("eval", used, k, v) for k, v in ev.metrics.items()
-                            if not k.endswith("_std") and k != "test_episodes")
+                monitor.log_eval(budget, used, monitor.episodes, ev.metrics)
         metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0
         metrics.update({f"train_{k}": float(v) for k, v in agent.training_summary().items()})
         record["metrics"] = metrics
