@@ -1,8 +1,9 @@
 """Learning tests: on a fixed seed and a budget CI affords, each learner beats Random by a clear margin.
 
-Harlow here is the task family with a shorter line (5 positions) and a 40-step
-cap, so that the motor routine (fixate, choose, fixate again) is found within a
-CI budget; the full task is what the committed runs use.
+Harlow as SPEC.md defines it, on budgets far below what the association
+needs: a learner that beats Random here has at least found the motor routine
+(fixate, choose, fixate again: 1.2 in expectation), which Random's walk does
+not (about 0.45).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from metabench.protocol import evaluate
 
 pytestmark = pytest.mark.slow
 
-FAMILY = Harlow(HarlowConfig(line_length=5, max_steps=40))
-BUDGET = 200_000
-MARGIN = 1.0  # return units; Random scores about 0.5 here, the motor routine alone 1.2
+FAMILY = Harlow(HarlowConfig())
+MARGIN = 0.5  # return units
 
 
 class NullMonitor:
@@ -47,10 +47,11 @@ def random_score() -> float:
     return score("random", 0)
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("rl2", {"hidden": 64}),
-    ("metods", {}),
+@pytest.mark.parametrize("name, budget, overrides", [
+    ("rl2", 400_000, {"hidden": 64}),
+    # MetODS learns the motor routine more slowly: more, smaller minibatches and the compiled step.
+    ("metods", 600_000, {"minibatches": 8, "compile": True}),
 ])
-def test_beats_random_on_harlow(name, overrides, random_score):
-    learned = score(name, BUDGET, batch_tasks=64, ppo_epochs=4, minibatches=2, **overrides)
+def test_beats_random_on_harlow(name, budget, overrides, random_score):
+    learned = score(name, budget, batch_tasks=256, ppo_epochs=4, **overrides)
     assert learned > random_score + MARGIN, f"{name}: {learned:.2f} vs random {random_score:.2f}"
