@@ -12,22 +12,7 @@ from metabench.agents.actor_critic import Rollout, gae
 from metabench.envs import task_generator
 from metabench.envs.harlow import Harlow, HarlowConfig
 from metabench.profiles import PROFILES
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Monitor:
-    def __init__(self):
-        self.log: list[tuple[int, int, dict[str, float]]] = []
-
-    def update(self, env_steps, episodes, scalars):
-        self.log.append((env_steps, episodes, dict(scalars)))
+from conftest import RecordingMonitor as Monitor
 
 
 # GAE -------------------------------------------------------------------------------------------

@@ -23,15 +23,6 @@ EPISODES = 2  # two resets: the second episode of a task must also be reproducib
 ACTION_SEED = 1234
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched tensor ops: one intra-op thread is faster and steadier on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=NAMES)
 def family(request) -> TaskFamily:
     return make_family(request.param)

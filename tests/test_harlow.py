@@ -22,15 +22,6 @@ from metabench.envs.harlow import CHOOSE, FIXATE, Harlow, HarlowConfig, HarlowEn
 DEFAULT = HarlowConfig()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched tensor ops: one intra-op thread is faster and steadier on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(n: int, seed: int = 0, split: str = "test", **overrides):
     family = Harlow(HarlowConfig(**overrides))
     tasks = family.sample_tasks(n, split, task_generator(seed, split))

@@ -21,26 +21,9 @@ from metabench.agents.metods import MetODSAgent, MetODSConfig, MetODSCore
 from metabench.envs import make_family, task_generator
 from metabench.envs.harlow import Harlow, HarlowConfig
 from metabench.profiles import PROFILES
+from conftest import RecordingMonitor as Monitor
 
 IN_DIM = 7
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Monitor:
-    """A TrainingMonitor that only keeps what it is told."""
-
-    def __init__(self):
-        self.log: list[tuple[int, int, dict[str, float]]] = []
-
-    def update(self, env_steps, episodes, scalars):
-        self.log.append((env_steps, episodes, dict(scalars)))
 
 
 def perturb(core: MetODSCore, seed: int, scale: float = 0.3) -> None:

@@ -20,14 +20,6 @@ from metabench.envs.harlow import Harlow, HarlowConfig
 from metabench.protocol import run_trials
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TwoEpisodeHarlow(Harlow):
     """Harlow with two episodes per trial (the real one has one)."""
 
