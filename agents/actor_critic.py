@@ -251,7 +251,6 @@ class RecurrentAgent(Agent):
         return torch.stack(logps), torch.stack(ents), torch.stack(values), state
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
-        cfg = self.config
         gen = task_generator(self.seed, "train")
         steps = episodes = 0
         while True:

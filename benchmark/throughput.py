@@ -144,7 +144,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(args.case, args.compiled, updates, warmup)))
         return
-    print(f"| case | mode | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
+    print("| case | mode | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
     print("|---|---|---|---|---|---|---|")
     for case in CASES:
         for compiled in (False, True):

@@ -9,7 +9,6 @@ policy that guesses once and then remembers scores 5.2 in expectation.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -17,7 +16,7 @@ import torch
 
 from metabench.agents import AGENTS
 from metabench.envs import FAMILIES, task_generator
-from metabench.envs.harlow import CHOOSE, FIXATE, Harlow, HarlowConfig, HarlowEnv
+from metabench.envs.harlow import CHOOSE, Harlow, HarlowConfig, HarlowEnv
 
 DEFAULT = HarlowConfig()
 
