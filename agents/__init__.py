@@ -9,15 +9,16 @@ from __future__ import annotations
 from metabench.registry import Registry
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
-from .metods import MetODSAgent
+from .metods import MetODSAgent, UntrainedMetODS
 from .random_agent import RandomAgent
 from .rl2 import RL2Agent
 
 AGENTS: Registry[AgentEntry] = Registry("agent")
 
 
-def register(name: str, cls: type[Agent], summary: str, **overrides) -> AgentEntry:
-    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides))
+def register(name: str, cls: type[Agent], summary: str, paper_fallback: str | None = None,
+             **overrides) -> AgentEntry:
+    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides, paper_fallback))
 
 
 register("random", RandomAgent, "uniform random actions; calibrates every task")
@@ -29,6 +30,8 @@ register("metods_no_alpha", MetODSAgent, "MetODS ablation: scalar plasticity ins
 register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla")
 register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp")
 register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
+register("untrained", UntrainedMetODS, "MetODS at its initial weights, never meta-trained (reference row)",
+         paper_fallback="random", compile=False)
 
 __all__ = [
     "AGENTS", "Agent", "AgentConfig", "AgentEntry", "AgentInput", "TrainingDiverged", "TrainingMonitor", "register",

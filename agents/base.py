@@ -145,6 +145,9 @@ class AgentEntry:
     cls: type[Agent]
     summary: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    paper_fallback: str | None = None
+    """Agent of the paper's tables shown beside this one where the paper has no row of its own
+    (``untrained`` -> the paper's Random row on the maze)."""
 
     def config(self, family: TaskFamily, profile: "Profile") -> AgentConfig:
         return dataclasses.replace(self.cls.default_config(family, profile), **self.overrides)

@@ -206,7 +206,18 @@ class MetODSAgent(RecurrentAgent):
     Config = MetODSConfig
     config: MetODSConfig
     # Per-task sizes (SPEC.md: Harlow N = 20); compiled: the step is ~7x faster fwd+bwd.
-    core_defaults = {"harlow": {"N": 20, "compile": True}}
+    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True}}
 
     def make_core(self, family: TaskFamily, config: MetODSConfig) -> MetODSCore:
         return MetODSCore(feature_dim(family), config)
+
+
+class UntrainedMetODS(MetODSAgent):
+    """MetODS at its initial weights, never meta-trained: a reference row (SPEC.md, "Maze").
+
+    The paper's Random row on the maze looks like such a network rather than
+    uniform random actions; reporting both lets a reader see which one it matches.
+    """
+
+    def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor) -> int:
+        return 0

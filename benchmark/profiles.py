@@ -50,17 +50,17 @@ PROFILES: Registry[Profile] = Registry("profile")
 
 PROFILES.add("smoke", Profile(
     name="smoke", summary="seconds a run; CI and the regression gate",
-    seeds=2, train_env_steps={"harlow": 20_000},
+    seeds=2, train_env_steps={"harlow": 20_000, "maze": 20_000},
     test_tasks=128, curve_tasks=32, curve_points=2,
 ))
 PROFILES.add("quick", Profile(
     name="quick", summary="at most ~20 minutes a run on 2 CPU cores; what this repository commits",
-    seeds=5, train_env_steps={"harlow": 3_000_000},
+    seeds=5, train_env_steps={"harlow": 3_000_000, "maze": 8_000_000},
     test_tasks=1024, curve_tasks=256, curve_points=20,
 ))
 PROFILES.add("paper", Profile(
     name="paper", summary="the paper's budgets; for a GPU or a cluster",
-    seeds=5, train_env_steps={"harlow": 50_000_000},
+    seeds=5, train_env_steps={"harlow": 50_000_000, "maze": 10_000_000},
     test_tasks=2048, curve_tasks=512, curve_points=50,
 ))
 

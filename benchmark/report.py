@@ -49,6 +49,15 @@ def pooled(records: list[dict[str, Any]], metric: str) -> Cell | None:
     return Cell(mean, math.sqrt(max(second - mean * mean, 0.0)), len(parts))
 
 
+def _paper(mapping: tuple[str, str, float], agent: str):
+    """The paper's value for ``agent`` (or its registered fallback row) under a metric's paper mapping."""
+    task, metric, _ = mapping
+    p = paper_value(task, agent, metric)
+    if p is None and agent in AGENTS and (fallback := AGENTS.get(agent).paper_fallback):
+        p = paper_value(task, fallback, metric)
+    return p
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -101,7 +110,7 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
             cell = pooled(records, name)
             row.append("—" if cell is None else f"{_fmt(cell.mean)} ± {_fmt(cell.std)}")
             if paper:
-                p = paper_value(paper[0], agent, paper[1])
+                p = _paper(paper, agent)
                 if p is None:
                     row.append("—")
                 else:
@@ -115,7 +124,8 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     return lines
 
 
-def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group]) -> str:
+def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictured: tuple[str, ...] = ()) -> str:
+    """The suite's report; ``pictured``: tasks whose sample picture is written beside it."""
     suite = SUITES.get(suite_name) if suite_name in SUITES else None
     title = _sentence(suite_name)
     out = [f"# {title} suite", "",
@@ -146,7 +156,32 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group]) -> str
                 out += [f"- `{path.parent.name}/{path.name}`: {r['error']}" for path, r in group.failed]
                 out.append("")
         out += [f"![{suite_name} ({profile})]({FIGURES}/{suite_name}-{profile}.png)", ""]
+    for task in pictured:
+        out += [f"![sample `{task}` tasks]({FIGURES}/{task}-samples.png)", ""]
     return "\n".join(out)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def samples_figure(task: str) -> bytes | None:
+    """The family's picture of sample tasks (e.g. mazes), or None if it draws none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(15, 3.6))
+    if not make_family(task).draw_samples(fig):
+        plt.close(fig)
+        return None
+    return _png(fig)
 
 
 def _task_key(suite, task: str):
@@ -175,7 +210,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             mean = sum(vals) / len(vals)
             sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
             ax.bar(i, mean, yerr=sd, capsize=4, color=f"C{i}")
-            if spec.paper and (p := paper_value(spec.paper[0], agent, spec.paper[1])):
+            if spec.paper and (p := _paper(spec.paper, agent)):
                 ax.plot(i, p.value / spec.paper[2], "kD", label="paper" if i == 0 else None)
         ax.set_xticks(range(len(agents)), agents, rotation=20)
         _levels(ax, family)
@@ -192,8 +227,12 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         ax.legend(fontsize=8)
         # 3. held-out score along meta-training
         ax = row[2]
+        log_x = family.curve_xscale == "log"
         for i, agent in enumerate(agents):
             xs, mean, half = _curve_band(group.ok[agent], "eval", metric)
+            if log_x and xs:  # step 0 has no place on a log axis
+                keep = [j for j, x in enumerate(xs) if x > 0]
+                xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
             if len(xs) > 1:
                 ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=f"C{i}", label=agent)
                 ax.fill_between(xs, mean - half, mean + half, color=f"C{i}", alpha=0.2, linewidth=0)
@@ -202,15 +241,14 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("meta-training env steps")
+        if log_x and ax.lines:
+            ax.set_xscale("log")
+        ax.set_xlabel("meta-training env steps" + (" (log scale)" if log_x else ""))
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: held-out {metric} along meta-training\n(mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _levels(ax, family: TaskFamily) -> None:
@@ -266,7 +304,13 @@ def build_reports(results: Path) -> Built:
             group.failed.append((path, r))
     files: dict[str, bytes] = {}
     for suite_name, groups in sorted(by_suite.items()):
-        files[f"{suite_name}.md"] = suite_markdown(suite_name, groups).encode()
+        suite = SUITES.get(suite_name) if suite_name in SUITES else None
+        pictured = []
+        for task in sorted({t for _, t in groups}, key=lambda t: _task_key(suite, t)):
+            if (png := samples_figure(task)) is not None:
+                files[f"{FIGURES}/{task}-samples.png"] = png
+                pictured.append(task)
+        files[f"{suite_name}.md"] = suite_markdown(suite_name, groups, tuple(pictured)).encode()
         for profile in sorted({p for p, _ in groups}):
             if any(g.ok for (p, _), g in groups.items() if p == profile):
                 files[f"{FIGURES}/{suite_name}-{profile}.png"] = suite_figure(suite_name, profile, groups)

@@ -1,8 +1,8 @@
 """Suites: named groups of tasks (SPEC.md, "Suites and budgets").
 
 Only tasks that are implemented are listed; a suite appears once it has one.
-Planned: efficiency gains ``ant_dir``; ``capacity`` (maze) and ``generality``
-(Meta-World, impairment) arrive with their task families.
+Planned: efficiency gains ``ant_dir``; ``generality`` (Meta-World,
+impairment) arrives with its task families.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Suite:
 SUITES: Registry[Suite] = Registry("suite")
 
 SUITES.add("efficiency", Suite("efficiency", "how fast an agent adapts inside one episode", ("harlow",)))
+SUITES.add("capacity", Suite("capacity", "how much an agent can memorise inside one episode: "
+                             "partially observable mazes (train L=8, also scored on L=10)", ("maze",)))
 
 
 def select_suites(spec: str) -> list[Suite]:

@@ -12,11 +12,13 @@ from metabench.registry import Registry
 
 from .base import ActionSpace, BatchedEnv, MetricSpec, Step, TaskBatch, TaskFamily, task_generator
 from .harlow import Harlow
+from .maze import Maze
 
 FAMILIES: Registry[Callable[[], TaskFamily]] = Registry("task")
 """Task name -> factory of the family with that task's default config."""
 
 FAMILIES.add("harlow", Harlow)
+FAMILIES.add("maze", Maze)
 
 
 def make_family(name: str) -> TaskFamily:

@@ -179,6 +179,9 @@ class TaskFamily(ABC):
 
     episodes_per_trial: int = 1
 
+    curve_xscale: ClassVar[str] = "linear"
+    """x scale of the learning-curve figure ("log" for the maze, like the paper's Fig. 4b/c)."""
+
     # Tasks and environments -------------------------------------------------
     @abstractmethod
     def sample_tasks(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch: ...
@@ -198,6 +201,10 @@ class TaskFamily(ABC):
     def reference_levels(self) -> dict[str, float]:
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
         return {}
+
+    def draw_samples(self, fig) -> bool:
+        """Draw a few sample tasks on a matplotlib figure for the report; False if the family has no picture."""
+        return False
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:

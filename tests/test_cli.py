@@ -109,7 +109,7 @@ def _pool_workers() -> set[int]:
 def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     """A sweep killed with SIGKILL leaves only valid records and no orphan workers; the rerun does not redo them."""
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--profile", "smoke",
+    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
            "--seeds", "40", "--workers", workers, "--results", str(results)]
     workers_before = _pool_workers()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
