@@ -3,11 +3,10 @@
     python -m metabench.throughput                 # the full table (each case in its own process)
     python -m metabench.throughput --quick         # fewer updates per case
 
-Cases: MetODS and RL² on Harlow (their Harlow configs) and on a maze-sized
-input (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256,
-100-step episodes; a synthetic family with random observations, since only
-the sizes matter here), eager and compiled, A2C (one full-trial update per
-batch) and the Harlow PPO setting. Each case runs in a fresh process so that
+Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
+(observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
+episodes), eager and compiled, A2C (one full-trial update per batch) and the
+Harlow PPO setting; and the maze environment alone (generation and stepping). Each case runs in a fresh process so that
 its peak resident memory (``ru_maxrss``) is its own; the first updates
 (compilation, warm-up) are not timed. Not a test: the numbers are quoted,
 not asserted.
@@ -23,81 +22,41 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 
-from metabench.envs.base import ActionSpace, BatchedEnv, FamilyConfig, MetricSpec, Step, TaskBatch, TaskFamily
-
-
-@dataclass(frozen=True)
-class MazeSizedConfig(FamilyConfig):
-    obs_dim: int = 9
-    actions: int = 4
-    steps: int = 100
-
-
-class MazeSizedEnv(BatchedEnv):
-    """Random 3x3-window-sized observations, a reward now and then, fixed-length episodes."""
-
-    def __init__(self, cfg: MazeSizedConfig, n: int):
-        self.cfg, self.num_envs, self.t = cfg, n, 0
-        self._done = torch.zeros(n, dtype=torch.bool)
-
-    @property
-    def done(self):
-        return self._done
-
-    def reset(self):
-        self.t = 0
-        self._done = torch.zeros(self.num_envs, dtype=torch.bool)
-        return (torch.rand(self.num_envs, self.cfg.obs_dim) < 0.5).float()
-
-    def step(self, action):
-        self.t += 1
-        obs = (torch.rand(self.num_envs, self.cfg.obs_dim) < 0.5).float()
-        reward = (torch.rand(self.num_envs) < 0.05).float()
-        trunc = torch.full((self.num_envs,), self.t >= self.cfg.steps)
-        active = ~self._done
-        self._done = self._done | trunc
-        return Step(obs, reward, torch.zeros_like(trunc), trunc & active, active)
-
-    def episode_metrics(self):
-        return {}
-
-
-class MazeSized(TaskFamily):
-    name = "maze_sized"
-    Config = MazeSizedConfig
-    metrics: tuple[MetricSpec, ...] = ()
-    primary_metric = ""
-
-    @property
-    def obs_dim(self):
-        return self.config.obs_dim
-
-    @property
-    def action_space(self):
-        return ActionSpace("discrete", self.config.actions)
-
-    @property
-    def max_episode_steps(self):
-        return self.config.steps
-
-    def sample_tasks(self, n, split, generator):
-        return TaskBatch(key=torch.randint(0, 1 << 31, (n,), generator=generator))
-
-    def make_env(self, tasks):
-        return MazeSizedEnv(self.config, len(tasks))
 
 
 CASES = {
     # name: (agent, family, config overrides)
     "metods-harlow-ppo": ("metods", "harlow", {}),
     "rl2-harlow-ppo": ("rl2", "harlow", {}),
-    "metods-maze-a2c": ("metods", "maze_sized", {"N": 64, "S": 4, "batch_tasks": 256}),
-    "rl2-maze-a2c": ("rl2", "maze_sized", {"batch_tasks": 256}),
+    "metods-maze-a2c": ("metods", "maze", {"N": 64, "S": 4, "batch_tasks": 256}),
+    "rl2-maze-a2c": ("rl2", "maze", {"batch_tasks": 256}),
 }
+
+
+def maze_environment(batch: int = 256, mazes: int = 4096) -> dict:
+    """Maze generation (mazes/s) and stepping with random actions (env-steps/s), no agent."""
+    from metabench.envs import make_family
+    from metabench.envs.base import task_generator
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    family = make_family("maze")
+    gen = task_generator(0, "train")
+    family.sample_tasks(64, "train", gen)  # warm-up
+    t0 = time.perf_counter()
+    family.sample_tasks(mazes, "train", gen)
+    gen_s = time.perf_counter() - t0
+    env = family.make_env(family.sample_tasks(batch, "train", gen))
+    actions = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        env.reset()
+        for _ in range(family.max_episode_steps):
+            env.step(torch.randint(0, 4, (batch,), generator=actions))
+    step_s = time.perf_counter() - t0
+    return {"mazes_per_s": mazes / gen_s, "env_steps_per_s": 4 * batch * family.max_episode_steps / step_s}
 
 
 def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
@@ -108,7 +67,7 @@ def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     agent_name, family_name, overrides = CASES[case]
-    family = MazeSized() if family_name == "maze_sized" else make_family(family_name)
+    family = make_family(family_name)
     entry = AGENTS.get(agent_name)
     cfg = dataclasses.replace(entry.config(family, PROFILES.get("quick")), **overrides, compile=compiled)
     agent = entry.build(family, cfg, seed=0)
@@ -144,6 +103,10 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(args.case, args.compiled, updates, warmup)))
         return
+    env = maze_environment()
+    print(f"Maze environment alone ({os.cpu_count()} threads): generation {env['mazes_per_s']:,.0f} mazes/s "
+          f"(4,096 L=8 mazes at once); stepping {env['env_steps_per_s']:,.0f} env-steps/s "
+          f"(B=256, random actions).\n")
     print("| case | mode | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
     print("|---|---|---|---|---|---|---|")
     for case in CASES:

@@ -132,3 +132,25 @@ def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     assert f"{len(finished)} already done" in proc.stdout
     assert all(p.stat().st_mtime_ns == m for p, m in finished.items())
     assert len(scan(results).records) == 40
+
+
+def test_capacity_smoke_report_has_paper_rows_and_maze_picture(tmp_path):
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    out = cli("run", "--agents", "random,untrained", "--suite", "capacity", "--profile", "smoke", "--seeds", "1",
+              "--workers", "1", "--results", str(results))
+    assert out.exit_code == 0, out.output
+    record = json.loads((results / "smoke/capacity/maze/untrained/seed0.json").read_text())
+    assert record["env_steps"] == 0  # never meta-trained
+    for metric in ("first_reward_step", "success", "cumulative_reward", "cumulative_reward_larger"):
+        assert metric in record["metrics"]
+    assert cli("report", "--results", str(results), "--reports", str(reports)).exit_code == 0
+    md = (reports / "capacity.md").read_text()
+    head = next(line for line in md.splitlines() if line.startswith("| agent"))
+    assert head.split(" | ")[2:10] == ["first_reward_step ↓", "paper", "success ↑", "paper", "cumulative_reward ↑",
+                                       "paper", "cumulative_reward_larger ↑", "paper"]
+    for agent in ("random", "untrained"):  # both beside the paper's Random row (96.8, 5 %, 3.8, 3.7)
+        row = next(line for line in md.splitlines() if line.startswith(f"| `{agent}`"))
+        cells = row.split(" | ")
+        assert cells[3] == "96.80 ± 0.50" and cells[5] == "0.05" and cells[7] == "3.80 ± 8.90"
+    assert "figures/maze-samples.png" in md
+    assert (reports / "figures/maze-samples.png").read_bytes()[:4] == b"\x89PNG"
