@@ -111,17 +111,29 @@ def run(
 def report(
     results: Annotated[Path, typer.Option(help="Records to read.")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="Where reports are written.")] = Path("reports"),
+    readme: Annotated[Optional[Path], typer.Option(
+        help="README whose results section (between the results markers) is regenerated; "
+        "default: README.md beside the results folder, if there is one; 'none' to skip.")] = None,
 ) -> None:
-    """Write reports/<suite>.md and figures from the records (never retrains)."""
+    """Write reports/<suite>.md, figures and the README's results section from the records (never retrains)."""
     from .report import write_reports
 
     if not results.is_dir():
         _fail(f"no results folder at {results}", 2)
-    built = write_reports(results, reports)
+    if readme is None:
+        beside = results.resolve().parent / "README.md"
+        readme = beside if beside.is_file() else None
+    elif str(readme) == "none":
+        readme = None
+    elif not readme.is_file():
+        _fail(f"no README at {readme}", 2)
+    built = write_reports(results, reports, readme)
     for w in built.warnings:
         typer.echo(f"skipped: {w}", err=True)
     for rel in sorted(built.files):
         typer.echo(f"wrote {reports / rel}")
+    if readme is not None and built.readme_section and not any(str(readme) in w for w in built.warnings):
+        typer.echo(f"wrote the results section of {readme}")
     if not built.files:
         typer.echo("no records to report")
 

@@ -124,8 +124,9 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     return lines
 
 
-def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictured: tuple[str, ...] = ()) -> str:
-    """The suite's report; ``pictured``: tasks whose sample picture is written beside it."""
+def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictured: tuple[str, ...] = (),
+                   aggs: dict[str, Aggregates] | None = None) -> str:
+    """The suite's report; ``pictured``: tasks whose sample picture is written beside it; ``aggs``: per profile."""
     suite = SUITES.get(suite_name) if suite_name in SUITES else None
     title = _sentence(suite_name)
     out = [f"# {title} suite", "",
@@ -156,9 +157,154 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
                 out += [f"- `{path.parent.name}/{path.name}`: {r['error']}" for path, r in group.failed]
                 out.append("")
         out += [f"![{suite_name} ({profile})]({FIGURES}/{suite_name}-{profile}.png)", ""]
+        if aggs and profile in aggs:
+            out += aggregates_markdown(aggs[profile])
+            out += [f"![{suite_name} ({profile}) aggregates]({FIGURES}/{suite_name}-{profile}-stats.png)", ""]
     for task in pictured:
         out += [f"![sample `{task}` tasks]({FIGURES}/{task}-samples.png)", ""]
     return "\n".join(out)
+
+
+@dataclass
+class Aggregates:
+    """rliable statistics of one (suite, profile) on normalised scores."""
+
+    tasks: list[str]
+    bounds: dict[str, tuple[float, float]]
+    scores: dict[str, Any]
+    """agent -> ``[runs, tasks]`` normalised final scores."""
+    intervals: dict[str, dict[str, Any]]
+    improvement: dict[str, Any]
+    curves: dict[str, dict[str, tuple[list[float], Any, Any, Any]]]
+    """task -> agent -> (x, IQM, low, high) of the normalised held-out score along meta-training."""
+
+
+TARGET = "metods"
+"""The agent whose probability of improvement over each baseline is reported."""
+
+
+def aggregates(suite_name: str, profile: str, groups: dict[tuple[str, str], Group]) -> Aggregates | None:
+    """Normalised scores and their rliable statistics, or None if no task of the suite has a ceiling."""
+    import numpy as np
+
+    from . import stats
+
+    suite = SUITES.get(suite_name) if suite_name in SUITES else None
+    tasks, bounds = [], {}
+    for task in sorted({t for p, t in groups if p == profile}, key=lambda t: _task_key(suite, t)):
+        if (b := stats.bounds(task)) is not None and groups[(profile, task)].ok:
+            tasks.append(task)
+            bounds[task] = b
+    if not tasks:
+        return None
+    agents = [a for a in _agent_order({a for t in tasks for a in groups[(profile, t)].ok})
+              if all(groups[(profile, t)].ok.get(a) for t in tasks)]
+    scores, curves = {}, {}
+    for agent in agents:
+        runs = {}
+        for t in tasks:
+            metric = make_family(t).primary_metric
+            runs[t] = {r["seed"]: stats.normalise(r["metrics"][metric], *bounds[t])
+                       for _, r in groups[(profile, t)].ok[agent] if metric in r["metrics"]}
+        scores[agent] = stats.score_matrix(runs, tasks)
+    for t in tasks:
+        metric = make_family(t).primary_metric
+        curves[t] = {}
+        for agent in agents:
+            xs, per_seed = _per_seed_curve(groups[(profile, t)].ok[agent], "eval", metric)
+            if len(xs) > 1:
+                iqm, low, high = stats.iqm_curve(stats.normalise(np.array(per_seed), *bounds[t]))
+                curves[t][agent] = (xs, iqm, low, high)
+    return Aggregates(tasks, bounds, scores, stats.aggregate_intervals(scores),
+                      stats.probability_of_improvement(scores, TARGET), curves)
+
+
+def aggregates_markdown(agg: Aggregates) -> list[str]:
+    from . import stats
+
+    out = ["#### Aggregates over seeds (rliable)", ""]
+    parts = []
+    for t in agg.tasks:
+        low, high = agg.bounds[t]
+        family = make_family(t)
+        parts.append(f"`{t}` {family.primary_metric}: random {_fmt(low)}, ceiling {_fmt(high)}")
+    out += ["Normalised score per task: (score − random) / (ceiling − random), so uniform random actions score 0 "
+            "and the task's documented ceiling 1 (" + "; ".join(parts) + "). IQM and mean over runs × tasks with "
+            f"95 % stratified-bootstrap CIs ({stats.REPS:,} resamples, random state {stats.RANDOM_STATE}); "
+            f"P({TARGET} > agent): probability of improvement, with its CI.", ""]
+    head = ["agent", "runs", "IQM [95 % CI]", "mean [95 % CI]", f"P({TARGET} > agent) [95 % CI]"]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for agent, m in agg.scores.items():
+        iqm, mean = agg.intervals["IQM"].get(agent), agg.intervals["mean"].get(agent)
+        poi = agg.improvement.get(agent)
+        out.append(f"| `{agent}` | {m.shape[0]} | {iqm.fmt() if iqm else '—'} | {mean.fmt() if mean else '—'} | "
+                   f"{poi.fmt() if poi else '—'} |")
+    return out + [""]
+
+
+def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import stats
+
+    agents = list(agg.scores)
+    colors = {a: f"C{i}" for i, a in enumerate(agents)}
+    n = 2 + len(agg.tasks)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    axes = axes[0]
+    # 1. interval estimates
+    ax = axes[0]
+    for j, kind in enumerate(("IQM", "mean")):
+        for i, agent in enumerate(agents):
+            iv = agg.intervals[kind].get(agent)
+            if iv is None:
+                continue
+            y = i + (0.18 if j == 0 else -0.18)
+            ax.errorbar(iv.point, y, xerr=[[iv.point - iv.low], [iv.high - iv.point]], fmt="o" if j == 0 else "s",
+                        color=colors[agent], capsize=3, label=kind if i == 0 else None,
+                        markerfacecolor=colors[agent] if j == 0 else "white")
+    ax.set_yticks(range(len(agents)), agents)
+    ax.axvline(0, color="gray", linewidth=1, linestyle=":")
+    ax.axvline(1, color="gray", linewidth=1, linestyle="--")
+    ax.set_xlabel("normalised score (random 0, ceiling 1)")
+    ax.set_title("IQM (●) and mean (○) with 95% bootstrap CIs")
+    # 2. performance profile
+    ax = axes[1]
+    top = max([1.0] + [float(m.max()) for m in agg.scores.values() if m.size])
+    taus = np.linspace(min([0.0] + [float(m.min()) for m in agg.scores.values() if m.size]), top, 101)
+    dists, cis = stats.performance_profiles(agg.scores, taus)
+    for agent in agents:
+        if agent in dists:
+            ax.plot(taus, dists[agent], color=colors[agent], label=agent)
+            ax.fill_between(taus, cis[agent][0], cis[agent][1], color=colors[agent], alpha=0.15, linewidth=0)
+    ax.set_xlabel("normalised score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_title("Performance profile (95% CI bands)")
+    ax.legend(fontsize=8)
+    # 3. sample efficiency, one panel per task
+    for ax, t in zip(axes[2:], agg.tasks):
+        log_x = make_family(t).curve_xscale == "log"
+        for agent, (xs, iqm, low, high) in agg.curves[t].items():
+            x = np.array(xs, dtype=float)
+            keep = x > 0 if log_x else np.ones_like(x, dtype=bool)
+            ax.plot(x[keep], iqm[keep], color=colors[agent], label=agent)
+            ax.fill_between(x[keep], low[keep], high[keep], color=colors[agent], alpha=0.2, linewidth=0)
+        if log_x and ax.lines:
+            ax.set_xscale("log")
+        ax.axhline(1, color="gray", linewidth=1, linestyle="--")
+        ax.axhline(0, color="gray", linewidth=1, linestyle=":")
+        ax.set_xlabel("meta-training env steps" + (" (log scale)" if log_x else ""))
+        ax.set_ylabel("normalised held-out score (IQM over seeds)")
+        ax.set_title(f"{t}: sample efficiency (95% CI bands)")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"metabench {suite_name} suite, profile {profile}: aggregates over seeds (rliable)")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def _png(fig) -> bytes:
@@ -272,6 +418,15 @@ def _curve_band(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str
     return common, mean, half
 
 
+def _per_seed_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str):
+    """x points every seed has, and ``[seeds][points]`` values (seed order)."""
+    per_run = []
+    for path, _ in sorted(runs, key=lambda pr: pr[1]["seed"]):
+        per_run.append({x: v for c, x, m, v in iter_curves(path) if c == curve and m == metric})
+    common = sorted(set.intersection(*(set(r) for r in per_run))) if per_run else []
+    return common, [[r[x] for x in common] for r in per_run]
+
+
 def _mean_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str) -> tuple[list[float], list[float]]:
     by_x: dict[float, list[float]] = defaultdict(list)
     for path, _ in runs:
@@ -286,6 +441,58 @@ def _mean_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str
 class Built:
     files: dict[str, bytes]
     warnings: list[str]
+    readme_section: str = ""
+    """The README's results section (between the markers), from the same records."""
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]], aggs: dict[tuple[str, str], Aggregates]) -> str:
+    """One compact table per (suite, profile, task): the primary metric, per-seed means and normalised IQM."""
+    out = ["<!-- Generated by `metabench report` from results/; edits here are overwritten. -->", ""]
+    for suite_name, groups in sorted(by_suite.items()):
+        suite = SUITES.get(suite_name) if suite_name in SUITES else None
+        for profile in _profile_order({p for p, _ in groups}):
+            prof = PROFILES.get(profile) if profile in PROFILES else None
+            for (p, task), group in sorted(groups.items(), key=lambda kv: _task_key(suite, kv[0][1])):
+                if p != profile or not group.ok:
+                    continue
+                family = make_family(task)
+                metric = family.primary_metric
+                budget = f"{prof.budget(task):,} meta-training env steps per run, " if prof and task in \
+                    prof.train_env_steps else ""
+                tests = f"{prof.test_tasks:,} held-out test tasks per seed" if prof else "held-out test tasks"
+                agents = _agent_order(set(group.ok))
+                out += [f"**{suite_name} / `{task}`, profile `{profile}`** ({budget}{tests}; "
+                        f"`metabench run --suite {suite_name} --tasks {task} --profile {profile} "
+                        f"--agents {','.join(agents)}`; full table: [`reports/{suite_name}.md`]"
+                        f"(reports/{suite_name}.md))", ""]
+                agg = aggs.get((suite_name, profile))
+                head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means"]
+                if agg:
+                    head.append("normalised IQM [95 % CI]")
+                out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                for agent in agents:
+                    records = sorted((r for _, r in group.ok[agent]), key=lambda r: r["seed"])
+                    cell = pooled(records, metric)
+                    seeds = ", ".join(_fmt(r["metrics"][metric]) for r in records if metric in r["metrics"])
+                    row = [f"`{agent}`", str(len(records)), f"{_fmt(cell.mean)} ± {_fmt(cell.std)}" if cell else "—",
+                           seeds or "—"]
+                    if agg:
+                        iv = agg.intervals["IQM"].get(agent)
+                        row.append(iv.fmt() if iv and len(agg.tasks) == 1 else "—")
+                    out.append("| " + " | ".join(row) + " |")
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replace_readme_section(text: str, section: str) -> str | None:
+    """``text`` with the part between the results markers replaced, or None if the markers are missing."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return None
+    return text[: start + len(README_START)] + "\n" + section + text[end:]
 
 
 def build_reports(results: Path) -> Built:
@@ -303,6 +510,7 @@ def build_reports(results: Path) -> Built:
         else:
             group.failed.append((path, r))
     files: dict[str, bytes] = {}
+    all_aggs: dict[tuple[str, str], Aggregates] = {}
     for suite_name, groups in sorted(by_suite.items()):
         suite = SUITES.get(suite_name) if suite_name in SUITES else None
         pictured = []
@@ -310,15 +518,27 @@ def build_reports(results: Path) -> Built:
             if (png := samples_figure(task)) is not None:
                 files[f"{FIGURES}/{task}-samples.png"] = png
                 pictured.append(task)
-        files[f"{suite_name}.md"] = suite_markdown(suite_name, groups, tuple(pictured)).encode()
+        aggs = {}
         for profile in sorted({p for p, _ in groups}):
             if any(g.ok for (p, _), g in groups.items() if p == profile):
                 files[f"{FIGURES}/{suite_name}-{profile}.png"] = suite_figure(suite_name, profile, groups)
-    return Built(files, warnings)
+                if (agg := aggregates(suite_name, profile, groups)) is not None and agg.scores:
+                    aggs[profile] = agg
+                    files[f"{FIGURES}/{suite_name}-{profile}-stats.png"] = aggregates_figure(suite_name, profile, agg)
+        files[f"{suite_name}.md"] = suite_markdown(suite_name, groups, tuple(pictured), aggs).encode()
+        all_aggs.update({(suite_name, p): a for p, a in aggs.items()})
+    return Built(files, warnings, readme_summary(by_suite, all_aggs) if by_suite else "")
 
 
-def write_reports(results: Path, reports: Path) -> Built:
+def write_reports(results: Path, reports: Path, readme: Path | None = None) -> Built:
+    """Write every report file; with ``readme``, also its results section (a warning if it has no markers)."""
     built = build_reports(results)
     for rel, data in built.files.items():
         write_atomic(Path(reports) / rel, data)
+    if readme is not None and built.readme_section:
+        new = replace_readme_section(readme.read_text(encoding="utf-8"), built.readme_section)
+        if new is None:
+            built.warnings.append(f"{readme}: no {README_START} ... {README_END} markers; results section not written")
+        else:
+            write_atomic(readme, new)
     return built

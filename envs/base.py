@@ -202,6 +202,10 @@ class TaskFamily(ABC):
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
         return {}
 
+    def ceiling(self) -> float | None:
+        """The documented ceiling of the primary metric (normalised score 1; Random is 0), or None."""
+        return None
+
     def draw_samples(self, fig) -> bool:
         """Draw a few sample tasks on a matplotlib figure for the report; False if the family has no picture."""
         return False

@@ -30,6 +30,7 @@ target; its score is the ceiling of the table (tests and reports use it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -202,6 +203,18 @@ def oracle_actions(env: MazeEnv, dist: torch.Tensor | None = None) -> torch.Tens
     return around.argmin(1)
 
 
+@functools.cache
+def oracle_score(config: MazeConfig, n_tasks: int = 1024, seed: int = 0) -> dict[str, float]:
+    """Mean metrics of the shortest-path oracle (knows the target) on held-out mazes: the table's ceiling."""
+    family = Maze(config)
+    env = family.make_env(family.sample_tasks(n_tasks, "test", task_generator(seed, "test")))
+    env.reset()
+    dist = distances_to(env.tasks.free, env.tasks.target)
+    for _ in range(family.max_episode_steps):
+        env.step(oracle_actions(env, dist))
+    return {k: float(v.mean()) for k, v in env.episode_metrics().items()}
+
+
 class Maze(TaskFamily):
     """The maze task family (capacity suite)."""
 
@@ -246,6 +259,10 @@ class Maze(TaskFamily):
         return self.config.episode_steps
 
     curve_xscale = "log"
+
+    def ceiling(self) -> float:
+        """Cumulative reward of the shortest-path oracle on 1,024 held-out mazes (seed 0)."""
+        return oracle_score(self.config)["cumulative_reward"]
 
     def draw_samples(self, fig) -> bool:
         """Four held-out L=8 mazes and one L=10 maze: walls, the hidden target, the start and its 3x3 window."""

@@ -411,6 +411,29 @@ def test_onehot_position_coding(item_dim):
     assert s.obs.shape == (64, family.obs_dim)
 
 
+@pytest.mark.parametrize("item_dim", [1, 8])
+def test_show_selected_shows_the_chosen_item_with_its_outcome(item_dim):
+    family, tasks, env = make(128, seed=23, show_selected=True, item_dim=item_dim)
+    assert family.obs_dim == 1 + 3 * item_dim + 1
+    g = torch.Generator().manual_seed(5)
+    log = run(env, lambda env, obs: torch.randint(0, 2, (128,), generator=g))
+    obs, reward, active = log["obs"], log["reward"], log["active"]
+    selected = obs[:, :, 2 * item_dim + 2:]
+    chosen = (reward.abs() == 1) & active  # the steps that selected an item
+    assert bool(chosen.any())
+    for t, b in chosen.nonzero().tolist():
+        # the observation after the selection holds the selected item: the rewarded one iff the reward is +1
+        rewarded = items_of(tasks, tasks.rewarded)[b]
+        other = items_of(tasks, 1 - tasks.rewarded)[b]
+        assert torch.equal(selected[t, b], rewarded if reward[t, b] > 0 else other)
+    assert float(selected[~chosen].abs().sum()) == 0.0  # zeros on every other step
+    # the slots before it are the default observation
+    plain = make(128, seed=23, item_dim=item_dim)[2]
+    g = torch.Generator().manual_seed(5)
+    base = run(plain, lambda env, obs: torch.randint(0, 2, (128,), generator=g))
+    assert torch.equal(obs[:, :, : 2 * item_dim + 2], base["obs"])
+
+
 # Random agent: the record says what the protocol computes -----------------------------------
 
 
