@@ -1,4 +1,4 @@
-"""The ``metabench`` command line: list, run, report, check."""
+"""The ``metabench`` command line: list, run, report, validate, check."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def run(
     from metabench.envs import FAMILIES
 
     from .profiles import PROFILES
-    from .runner import plan, run_sweep
+    from .runner import plan
     from .suites import select_suites
 
     try:
@@ -90,16 +90,7 @@ def run(
     if not runs:
         _fail("nothing to run for this selection", 2)
     typer.echo(f"{len(runs)} runs on profile {prof.name} -> {results}/{prof.name}/")
-
-    def on_done(i: int, n: int, spec: Any, record: dict[str, Any]) -> None:
-        from metabench.envs import make_family
-
-        metric = make_family(spec.task).primary_metric
-        score = record["metrics"].get(metric)
-        detail = f"{metric}={score:.3f}" if score is not None else record["error"]
-        typer.echo(f"[{i}/{n}] {record['status']:<6} {spec.label}  {detail}  ({record['wall_time_s']:.1f} s)")
-
-    out = run_sweep(runs, results, workers or os.cpu_count() or 1, on_done=on_done)
+    out = _sweep(runs, results, workers)
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
                + (f", {len(out.crashed)} lost to a crashed worker" if out.crashed else ""))
@@ -139,10 +130,10 @@ def report(
 
 
 @app.command()
-def check(
+def validate(
     results: Annotated[Path, typer.Option(help="Records to validate.")] = Path("results"),
 ) -> None:
-    """Validate every record under results/ (the score gate against a baseline comes later)."""
+    """Validate every record under results/: a corrupt or foreign file is named and exits 1."""
     from .records import scan
 
     if not results.is_dir():
@@ -154,6 +145,114 @@ def check(
     typer.echo(f"{len(found.records)} valid records ({len(failed)} failed runs), {len(found.invalid)} invalid")
     if found.invalid:
         raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    baseline: Annotated[Path, typer.Option(help="The committed baseline scores.")] = Path(
+        "results/baselines/smoke.json"),
+    update_baseline: Annotated[bool, typer.Option(
+        "--update-baseline", help="Rewrite the baseline from this run instead of comparing.")] = False,
+    agents: Annotated[str, typer.Option(help="Agent names, comma-separated, or 'all'.")] = "all",
+    suite: Annotated[str, typer.Option(help="Suite name or 'all'.")] = "all",
+    workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
+    work: Annotated[Optional[Path], typer.Option(
+        help="Folder for the smoke records (default: a temporary folder, removed afterwards).")] = None,
+) -> None:
+    """The regression gate: run the smoke profile for every agent and task, compare with the baseline."""
+    import tempfile
+
+    from metabench.agents import AGENTS
+
+    from .gate import BadBaseline, compare, load_baseline, summarise, write_baseline
+    from .profiles import PROFILES
+    from .runner import code_version, plan
+    from .suites import select_suites
+
+    try:
+        agent_names = AGENTS.select(agents)
+        suites = select_suites(suite)
+    except UnknownName as e:
+        _fail(str(e), 2)
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1", 2)
+    base = None
+    if not update_baseline:
+        try:
+            base = load_baseline(baseline)
+        except BadBaseline as e:
+            _fail(str(e), 2)
+    prof = PROFILES.get("smoke")
+    runs, _notes = plan(agent_names, suites, prof, prof.seeds)
+    with tempfile.TemporaryDirectory(prefix="metabench-check-") as tmp:
+        folder = work if work is not None else Path(tmp)
+        typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
+        out = _sweep(runs, folder, workers)
+        records = out.done + _finished(runs, folder, out.done)
+    failed = [r for r in records if r["status"] != "ok"]
+    for r in failed:
+        typer.echo(f"failed: {r['task']}/{r['agent']} seed {r['seed']}: {r['error']}")
+    current = summarise(records)
+    if update_baseline:
+        if failed or out.crashed:
+            _fail("not writing a baseline from a run with failures", 1)
+        write_baseline(baseline, current, prof.name, code_version())
+        typer.echo(f"wrote baseline {baseline} ({sum(len(m) for m in current.values())} metrics, "
+                   f"{len(current)} agent/task pairs)")
+        return
+    assert base is not None
+    selected = {f"{r.task}/{r.agent}" for r in runs}
+    base = {**base, "scores": {k: v for k, v in base["scores"].items() if k in selected}}
+    regressions, notes = compare(current, base)
+    for n in notes:
+        typer.echo(f"note: {n}")
+    for f in regressions:
+        typer.echo(f"regression: {f.message}")
+    checked = sum(len(m) for m in base["scores"].values())
+    if regressions or failed or out.crashed:
+        typer.echo(f"check failed: {len(regressions)} regressions, {len(failed)} failed runs "
+                   f"({checked} metrics checked against {baseline})")
+        raise typer.Exit(1)
+    typer.echo(f"check passed: {checked} metrics of {len(base['scores'])} agent/task pairs within tolerance "
+               f"of {baseline}")
+
+
+def _finished(runs, folder: Path, done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of runs finished before this invocation (a resumed --work folder)."""
+    from .records import InvalidRecord, load_record
+    from .runner import is_done
+
+    seen = {(r["task"], r["agent"], r["seed"]) for r in done}
+    out = []
+    for spec in runs:
+        if (spec.task, spec.agent, spec.seed) not in seen and is_done(spec, folder):
+            try:
+                out.append(load_record(spec.path(folder)))
+            except InvalidRecord:
+                pass
+    return out
+
+
+def _sweep(runs, results: Path, workers: int | None):
+    """run_sweep with one line per finished run, and live bars when stdout is a terminal."""
+    from metabench.envs import make_family
+
+    from .progress import SweepProgress
+    from .runner import pending, run_sweep
+
+    with SweepProgress(len(pending(runs, results)), enabled=sys.stdout.isatty()) as progress:
+        def on_done(i: int, n: int, spec: Any, record: dict[str, Any]) -> None:
+            metric = make_family(spec.task).primary_metric
+            score = record["metrics"].get(metric)
+            detail = f"{metric}={score:.3f}" if score is not None else record["error"]
+            line = f"[{i}/{n}] {record['status']:<6} {spec.label}  {detail}  ({record['wall_time_s']:.1f} s)"
+            if progress.enabled:
+                progress.run_done(spec.label, line)
+            else:
+                typer.echo(line)
+
+        return run_sweep(runs, results, workers or os.cpu_count() or 1, on_done=on_done,
+                         progress_queue=progress.queue)
 
 
 def main() -> None:

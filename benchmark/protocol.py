@@ -145,6 +145,8 @@ class CurveMonitor:
     curve_tasks: int
     curve_points: int
     log_points: int = 200
+    reporter: Callable[..., None] | None = None
+    """Progress hook (:class:`metabench.progress.RunReporter`): ``reporter(env_steps, score=None)``."""
     rows: list[tuple[str, float, str, float]] = field(default_factory=list)
     episodes: int = 0
     """Training episodes reported so far."""
@@ -162,6 +164,8 @@ class CurveMonitor:
         """Held-out evaluation, logged at the nominal ``checkpoint`` (so seeds line up) with the actual counts."""
         ev = evaluate(self.agent, self.family, self.seed, self.curve_tasks)
         self.log_eval(checkpoint, env_steps, episodes, ev.metrics)
+        if self.reporter is not None:
+            self.reporter(env_steps, score=ev.metrics.get(self.family.primary_metric))
         return ev
 
     def log_eval(self, checkpoint: int, env_steps: int, episodes: int, metrics: Mapping[str, float]) -> None:
@@ -173,6 +177,8 @@ class CurveMonitor:
 
     def update(self, env_steps: int, episodes: int, scalars: Mapping[str, float]) -> None:
         self.episodes = episodes
+        if self.reporter is not None:
+            self.reporter(env_steps)
         for k, v in scalars.items():
             v = float(v)
             if not math.isfinite(v):

@@ -127,8 +127,12 @@ def code_version() -> str:
         return f"metabench-{__version__}"
 
 
-def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) -> dict[str, Any]:
-    """Train and evaluate one run, write its curves and record; never raises for a failing agent."""
+def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
+                progress_queue: Any = None) -> dict[str, Any]:
+    """Train and evaluate one run, write its curves and record; never raises for a failing agent.
+
+    ``progress_queue``: where live progress goes (:class:`metabench.progress.RunReporter`), if anywhere.
+    """
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
     record: dict[str, Any] = {
@@ -149,7 +153,13 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1) ->
         torch.manual_seed(spec.seed)
         agent = entry.build(family, config, spec.seed)
         budget = profile.budget(spec.task)
-        monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks, profile.curve_points)
+        reporter = None
+        if progress_queue is not None:
+            from .progress import RunReporter
+
+            reporter = RunReporter(progress_queue, spec.label, budget, family.primary_metric)
+        monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks, profile.curve_points,
+                               reporter=reporter)
         rows = monitor.rows
         monitor.evaluate_now(0, 0, 0)
         train_start = time.perf_counter()
@@ -216,8 +226,12 @@ def run_sweep(
     results: Path,
     workers: int | None = None,
     on_done: Callable[[int, int, RunSpec, dict[str, Any]], None] | None = None,
+    progress_queue: Any = None,
 ) -> SweepResult:
-    """Execute the pending runs of ``runs``; ``on_done(i, n, spec, record)`` after each."""
+    """Execute the pending runs of ``runs``; ``on_done(i, n, spec, record)`` after each.
+
+    ``progress_queue``: a (manager) queue the runs report live progress to (:mod:`metabench.progress`).
+    """
     results = Path(results)
     todo = pending(runs, results)
     skipped = len(runs) - len(todo)
@@ -227,7 +241,7 @@ def run_sweep(
     crashed: list[str] = []
     if workers == 1 or len(todo) <= 1:
         for i, spec in enumerate(todo, 1):
-            record = execute_run(spec, results, version, threads=os.cpu_count() or 1)
+            record = execute_run(spec, results, version, threads=os.cpu_count() or 1, progress_queue=progress_queue)
             done.append(record)
             if on_done:
                 on_done(i, len(todo), spec, record)
@@ -236,7 +250,7 @@ def run_sweep(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
                              initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(execute_run, spec, results, version, threads): spec for spec in todo}
+        futures = {pool.submit(execute_run, spec, results, version, threads, progress_queue): spec for spec in todo}
         for i, fut in enumerate(as_completed(futures), 1):
             spec = futures[fut]
             try:

@@ -22,7 +22,7 @@ def cli(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize("command", ["list", "run", "report", "check"])
+@pytest.mark.parametrize("command", ["list", "run", "report", "validate", "check"])
 def test_help_on_every_command(command):
     out = cli(command, "--help")
     assert out.exit_code == 0 and "Usage" in out.output
@@ -75,7 +75,7 @@ def test_smoke_run_report_check(tmp_path):
     assert "| `random` | 2 |" in md and "episode_return" in md
     png = (reports / "figures/efficiency-smoke.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cli("check", "--results", str(results)).exit_code == 0
+    assert cli("validate", "--results", str(results)).exit_code == 0
     # Report is a pure function of results: same bytes twice.
     first = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
     assert cli("report", "--results", str(results), "--reports", str(reports)).exit_code == 0
@@ -96,7 +96,7 @@ def test_corrupt_record_named_and_skipped(tmp_path):
     assert out.exit_code == 0
     assert f"skipped: {bad}: not valid JSON" in out.output
     assert "| `random` | 1 |" in (reports / "efficiency.md").read_text()
-    out = cli("check", "--results", str(results))
+    out = cli("validate", "--results", str(results))
     assert out.exit_code == 1 and str(bad) in out.output
 
 

@@ -1,0 +1,139 @@
+"""The score regression gate behind ``metabench check`` (SPEC.md, "Reporting"; issue: CI on scores).
+
+``metabench check`` runs the ``smoke`` profile for every agent on every task
+it supports (fresh, in a work folder, so the scores are the current code's),
+then compares each metric, averaged over seeds, with a committed baseline
+(``results/baselines/smoke.json``). A metric *regresses* when it is worse
+than the baseline by more than its tolerance::
+
+    tolerance = max(2 x std over the baseline's seeds,
+                    3 x the standard error of the baseline's seed mean over test episodes,
+                    1e-6)
+
+so a metric that varies across seeds, or is measured on few episodes, gets
+room to move, and a deterministic one (the same code on the same platform
+gives the same numbers) gets almost none. ``--update-baseline`` rewrites the
+baseline from the fresh run, on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .records import write_atomic
+
+BASELINE_SCHEMA = 1
+DEFAULT_BASELINE = Path("results/baselines/smoke.json")
+
+
+class BadBaseline(ValueError):
+    """The baseline file is missing, not JSON, or not a baseline."""
+
+
+def metric_directions(task: str) -> dict[str, bool]:
+    """Record metric name -> higher is better, for the family and its evaluation variants."""
+    from metabench.envs import make_family
+
+    out = {}
+    for suffix, variant in make_family(task).evaluation_variants().items():
+        for m in variant.metrics:
+            out[f"{m.name}{suffix}"] = m.higher_is_better
+    return out
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"task/agent": {metric: {mean, seed_std, episode_se, seeds, higher_is_better}}}`` over ok records."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["status"] == "ok":
+            by_key.setdefault(f"{r['task']}/{r['agent']}", []).append(r)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in sorted(by_key):
+        runs = by_key[key]
+        task = runs[0]["task"]
+        out[key] = {}
+        for metric, higher in metric_directions(task).items():
+            vals = [r["metrics"][metric] for r in runs if metric in r["metrics"]]
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            seed_std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+            # standard error of the mean of seed means, from each run's per-episode std
+            se2 = [r["metrics"].get(f"{metric}_std", 0.0) ** 2 / max(r["metrics"].get(_episodes(metric), 1.0), 1.0)
+                   for r in runs if metric in r["metrics"]]
+            episode_se = math.sqrt(sum(se2)) / len(se2)
+            out[key][metric] = {"mean": mean, "seed_std": seed_std, "episode_se": episode_se, "seeds": len(vals),
+                                "higher_is_better": higher}
+    return out
+
+
+def _episodes(metric: str) -> str:
+    """The record field counting the test episodes behind ``metric`` (variants have their own)."""
+    for suffix in ("_larger",):
+        if metric.endswith(suffix):
+            return f"test_episodes{suffix}"
+    return "test_episodes"
+
+
+def tolerance(entry: dict[str, Any]) -> float:
+    return max(2.0 * entry["seed_std"], 3.0 * entry["episode_se"], 1e-6)
+
+
+@dataclass
+class Finding:
+    key: str
+    metric: str
+    message: str
+
+
+def compare(current: dict[str, dict[str, dict[str, Any]]], baseline: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+    """Regressions (worse than baseline beyond tolerance) and notes (new or missing entries)."""
+    regressions, notes = [], []
+    base = baseline["scores"]
+    for key, metrics in sorted(base.items()):
+        if key not in current:
+            regressions.append(Finding(key, "*", f"{key}: in the baseline but no successful run now"))
+            continue
+        for metric, b in sorted(metrics.items()):
+            c = current[key].get(metric)
+            if c is None:
+                regressions.append(Finding(key, metric, f"{key} {metric}: in the baseline but not measured now"))
+                continue
+            tol = tolerance(b)
+            if b["higher_is_better"] and c["mean"] < b["mean"] - tol:
+                regressions.append(Finding(key, metric, f"{key} {metric}: {c['mean']:.4g} < baseline {b['mean']:.4g} "
+                                                        f"- tolerance {tol:.3g}"))
+            elif not b["higher_is_better"] and c["mean"] > b["mean"] + tol:
+                regressions.append(Finding(key, metric, f"{key} {metric}: {c['mean']:.4g} > baseline {b['mean']:.4g} "
+                                                        f"+ tolerance {tol:.3g} (lower is better)"))
+    for key in sorted(set(current) - set(base)):
+        notes.append(f"{key}: not in the baseline (run with --update-baseline to add it)")
+    return regressions, notes
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BadBaseline(f"no baseline at {path}; create it with `metabench check --update-baseline`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadBaseline(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("scores"), dict):
+        raise BadBaseline(f"{path}: not a metabench baseline (schema {BASELINE_SCHEMA})")
+    for key, metrics in data["scores"].items():
+        for metric, entry in (metrics.items() if isinstance(metrics, dict) else [("?", None)]):
+            if not isinstance(entry, dict) or not all(
+                    k in entry for k in ("mean", "seed_std", "episode_se", "higher_is_better")):
+                raise BadBaseline(f"{path}: entry {key} {metric} is malformed")
+    return data
+
+
+def write_baseline(path: Path, current: dict[str, dict[str, dict[str, Any]]], profile: str, version: str) -> None:
+    data = {"schema": BASELINE_SCHEMA, "profile": profile, "code_version": version,
+            "note": "written by `metabench check --update-baseline`; see metabench.gate for the tolerance",
+            "scores": current}
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
