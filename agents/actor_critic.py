@@ -166,7 +166,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
              "reward_scale": 0.1},
 }
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": {"batch_tasks": 64, "compile": False},  # seconds a run: no compile, small batches
+    # seconds a run (CI, the regression gate): no compile, small batches, 2 PPO epochs x 2 minibatches
+    "smoke": {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
 }
 
 
