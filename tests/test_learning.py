@@ -58,11 +58,11 @@ MAZE_MARGIN = 3.0  # cumulative reward: random walks score about 3
 def test_metods_beats_random_on_the_maze():
     maze = Maze()
     random = score("random", 0, family=maze)
-    learned = score("metods", MAZE_BUDGET, family=maze, batch_tasks=128)
+    learned = score("metods", MAZE_BUDGET, family=maze, batch_tasks=64)
     assert learned > random + MAZE_MARGIN, f"metods: {learned:.2f} vs random {random:.2f}"
 
 
-MAZE_BUDGET = 300_000
+MAZE_BUDGET = 300_000  # with 64 trials per update: 14.4 at 300 k in a calibration run (random: 3.3)
 
 
 @pytest.mark.parametrize("name, budget, overrides", [
