@@ -31,8 +31,10 @@ CASES = {
     # name: (agent, family, config overrides)
     "metods-harlow-ppo": ("metods", "harlow", {}),
     "rl2-harlow-ppo": ("rl2", "harlow", {}),
-    "metods-maze-a2c": ("metods", "maze", {"N": 64, "S": 4, "batch_tasks": 256}),
-    "rl2-maze-a2c": ("rl2", "maze", {"batch_tasks": 256}),
+    "metods-maze-a2c": ("metods", "maze", {"N": 64, "S": 4, "batch_tasks": 256, "ppo_epochs": 1, "minibatches": 1}),
+    "rl2-maze-a2c": ("rl2", "maze", {"batch_tasks": 256, "ppo_epochs": 1, "minibatches": 1}),
+    "metods-maze-ppo": ("metods", "maze", {}),  # the maze training default (PPO 4 x 4 minibatches)
+    "rl2-maze-ppo": ("rl2", "maze", {}),
 }
 
 
