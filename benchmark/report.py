@@ -406,15 +406,12 @@ def _curve_band(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str
     """x, mean over seeds and the half-width of a normal 95% CI over seeds, at the x every seed has."""
     import numpy as np
 
-    per_run = []
-    for path, _ in runs:
-        per_run.append({x: v for c, x, m, v in iter_curves(path) if c == curve and m == metric})
-    common = sorted(set.intersection(*(set(r) for r in per_run))) if per_run else []
-    vals = np.array([[r[x] for x in common] for r in per_run]) if common else np.zeros((0, 0))
+    common, per_seed = _per_seed_curve(runs, curve, metric)
     if not common:
         return [], np.array([]), np.array([])
+    vals = np.array(per_seed)
     mean = vals.mean(0)
-    half = 1.96 * vals.std(0, ddof=1) / np.sqrt(len(per_run)) if len(per_run) > 1 else np.zeros_like(mean)
+    half = 1.96 * vals.std(0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else np.zeros_like(mean)
     return common, mean, half
 
 
