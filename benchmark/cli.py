@@ -165,6 +165,7 @@ def check(
     from metabench.agents import AGENTS
 
     from .gate import BadBaseline, compare, load_baseline, summarise, write_baseline
+    from .records import load_record
     from .profiles import PROFILES
     from .runner import code_version, plan
     from .suites import select_suites
@@ -188,7 +189,7 @@ def check(
         folder = work if work is not None else Path(tmp)
         typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
         out = _sweep(runs, folder, workers)
-        records = out.done + _finished(runs, folder, out.done)
+        records = [load_record(spec.path(folder)) for spec in runs if spec.path(folder).exists()]
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
         typer.echo(f"failed: {r['task']}/{r['agent']} seed {r['seed']}: {r['error']}")
@@ -215,22 +216,6 @@ def check(
         raise typer.Exit(1)
     typer.echo(f"check passed: {checked} metrics of {len(base['scores'])} agent/task pairs within tolerance "
                f"of {baseline}")
-
-
-def _finished(runs, folder: Path, done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records of runs finished before this invocation (a resumed --work folder)."""
-    from .records import InvalidRecord, load_record
-    from .runner import is_done
-
-    seen = {(r["task"], r["agent"], r["seed"]) for r in done}
-    out = []
-    for spec in runs:
-        if (spec.task, spec.agent, spec.seed) not in seen and is_done(spec, folder):
-            try:
-                out.append(load_record(spec.path(folder)))
-            except InvalidRecord:
-                pass
-    return out
 
 
 def _sweep(runs, results: Path, workers: int | None):

@@ -34,49 +34,32 @@ class BadBaseline(ValueError):
     """The baseline file is missing, not JSON, or not a baseline."""
 
 
-def metric_directions(task: str) -> dict[str, bool]:
-    """Record metric name -> higher is better, for the family and its evaluation variants."""
-    from metabench.envs import make_family
-
-    out = {}
-    for suffix, variant in make_family(task).evaluation_variants().items():
-        for m in variant.metrics:
-            out[f"{m.name}{suffix}"] = m.higher_is_better
-    return out
-
-
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{"task/agent": {metric: {mean, seed_std, episode_se, seeds, higher_is_better}}}`` over ok records."""
     by_key: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r["status"] == "ok":
             by_key.setdefault(f"{r['task']}/{r['agent']}", []).append(r)
+    from metabench.envs import make_family
+
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in sorted(by_key):
         runs = by_key[key]
-        task = runs[0]["task"]
         out[key] = {}
-        for metric, higher in metric_directions(task).items():
+        for metric, suffix, spec in make_family(runs[0]["task"]).scored_metrics():
+            episodes = f"test_episodes{suffix}"
             vals = [r["metrics"][metric] for r in runs if metric in r["metrics"]]
             if not vals:
                 continue
             mean = sum(vals) / len(vals)
             seed_std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
             # standard error of the mean of seed means, from each run's per-episode std
-            se2 = [r["metrics"].get(f"{metric}_std", 0.0) ** 2 / max(r["metrics"].get(_episodes(metric), 1.0), 1.0)
+            se2 = [r["metrics"].get(f"{metric}_std", 0.0) ** 2 / max(r["metrics"].get(episodes, 1.0), 1.0)
                    for r in runs if metric in r["metrics"]]
             episode_se = math.sqrt(sum(se2)) / len(se2)
             out[key][metric] = {"mean": mean, "seed_std": seed_std, "episode_se": episode_se, "seeds": len(vals),
-                                "higher_is_better": higher}
+                                "higher_is_better": spec.higher_is_better}
     return out
-
-
-def _episodes(metric: str) -> str:
-    """The record field counting the test episodes behind ``metric`` (variants have their own)."""
-    for suffix in ("_larger",):
-        if metric.endswith(suffix):
-            return f"test_episodes{suffix}"
-    return "test_episodes"
 
 
 def tolerance(entry: dict[str, Any]) -> float:

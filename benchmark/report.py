@@ -86,11 +86,7 @@ class Group:
 
 def _columns(family: TaskFamily) -> list[tuple[str, Any, tuple[str, str, float] | None]]:
     """(record metric name, spec, paper mapping) for the family and each evaluation variant."""
-    cols = []
-    for suffix, variant in family.evaluation_variants().items():
-        for m in variant.metrics:
-            cols.append((f"{m.name}{suffix}", m, m.paper))
-    return cols
+    return [(name, m, m.paper) for name, _suffix, m in family.scored_metrics()]
 
 
 def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:

@@ -198,6 +198,11 @@ class TaskFamily(ABC):
         """
         return {"": self}
 
+    def scored_metrics(self) -> list[tuple[str, str, MetricSpec]]:
+        """(record metric name, variant suffix, spec) for the family and each evaluation variant."""
+        return [(f"{m.name}{suffix}", suffix, m)
+                for suffix, variant in self.evaluation_variants().items() for m in variant.metrics]
+
     def reference_levels(self) -> dict[str, float]:
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
         return {}
