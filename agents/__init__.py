@@ -9,6 +9,7 @@ from __future__ import annotations
 from metabench.registry import Registry
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
+from .maml import MAMLAgent
 from .metods import MetODSAgent, UntrainedMetODS
 from .random_agent import RandomAgent
 from .rl2 import RL2Agent
@@ -30,6 +31,9 @@ register("metods_no_alpha", MetODSAgent, "MetODS ablation: scalar plasticity ins
 register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla")
 register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp")
 register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
+register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
+register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",
+         first_order=True)
 register("untrained", UntrainedMetODS, "MetODS at its initial weights, never meta-trained (reference row)",
          paper_fallback="random", compile=False)
 

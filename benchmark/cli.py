@@ -58,6 +58,8 @@ def run(
     seeds: Annotated[Optional[int], typer.Option(help="Seeds per agent and task (default: the profile's).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
     results: Annotated[Path, typer.Option(help="Where records are written.")] = Path("results"),
+    threads: Annotated[Optional[int], typer.Option(
+        help="Torch threads per run (default: the cores shared out among the workers).")] = None,
 ) -> None:
     """Meta-train and evaluate agents x tasks x seeds; one record per run; finished runs are skipped."""
     from metabench.agents import AGENTS
@@ -83,6 +85,8 @@ def run(
         _fail("--seeds must be at least 1", 2)
     if workers is not None and workers < 1:
         _fail("--workers must be at least 1", 2)
+    if threads is not None and threads < 1:
+        _fail("--threads must be at least 1", 2)
 
     runs, notes = plan(agent_names, suites, prof, seeds or prof.seeds, task_names)
     for note in notes:
@@ -90,7 +94,7 @@ def run(
     if not runs:
         _fail("nothing to run for this selection", 2)
     typer.echo(f"{len(runs)} runs on profile {prof.name} -> {results}/{prof.name}/")
-    out = _sweep(runs, results, workers)
+    out = _sweep(runs, results, workers, threads)
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
                + (f", {len(out.crashed)} lost to a crashed worker" if out.crashed else ""))
@@ -218,7 +222,7 @@ def check(
                f"of {baseline}")
 
 
-def _sweep(runs, results: Path, workers: int | None):
+def _sweep(runs, results: Path, workers: int | None, threads: int | None = None):
     """run_sweep with one line per finished run, and live bars when stdout is a terminal."""
     from metabench.envs import make_family
 
@@ -237,7 +241,7 @@ def _sweep(runs, results: Path, workers: int | None):
                 typer.echo(line)
 
         return run_sweep(runs, results, workers or os.cpu_count() or 1, on_done=on_done,
-                         progress_queue=progress.queue)
+                         progress_queue=progress.queue, threads=threads)
 
 
 def main() -> None:

@@ -227,8 +227,11 @@ def run_sweep(
     workers: int | None = None,
     on_done: Callable[[int, int, RunSpec, dict[str, Any]], None] | None = None,
     progress_queue: Any = None,
+    threads: int | None = None,
 ) -> SweepResult:
     """Execute the pending runs of ``runs``; ``on_done(i, n, spec, record)`` after each.
+
+    ``threads``: torch intra-op threads per run (default: the cores shared out among the workers).
 
     ``progress_queue``: a (manager) queue the runs report live progress to (:mod:`metabench.progress`).
     """
@@ -239,14 +242,14 @@ def run_sweep(
     version = code_version()
     done: list[dict[str, Any]] = []
     crashed: list[str] = []
+    threads = max(1, threads or (os.cpu_count() or 1) // workers)
     if workers == 1 or len(todo) <= 1:
         for i, spec in enumerate(todo, 1):
-            record = execute_run(spec, results, version, threads=os.cpu_count() or 1, progress_queue=progress_queue)
+            record = execute_run(spec, results, version, threads=threads, progress_queue=progress_queue)
             done.append(record)
             if on_done:
                 on_done(i, len(todo), spec, record)
         return SweepResult(done, skipped, crashed)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
                              initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
