@@ -58,6 +58,7 @@ from metabench.envs.base import TaskFamily, task_generator
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .actor_critic import Rollout
 from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive
 
 
@@ -269,7 +270,8 @@ class MAMLAgent(Agent):
         return MAMLMemory(params, memory.t, [], [], [], [])
 
     # Meta-training --------------------------------------------------------------------------
-    def collect(self, family: TaskFamily, generator: torch.Generator):
+    def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
+        """One trial of each of ``batch_tasks`` train tasks; the rollout's ``features`` are the observations."""
         from metabench.protocol import run_trials
 
         tasks = family.sample_tasks(self.config.batch_tasks, "train", generator)
@@ -281,7 +283,7 @@ class MAMLAgent(Agent):
 
         with torch.no_grad():
             res = run_trials(self, family, tasks, on_step=record)
-        return torch.stack(obs), torch.stack(actions), res.rewards, res.active
+        return Rollout(torch.stack(obs), torch.stack(actions), res.rewards, res.active)
 
     def trial_log_probs(self, obs, actions, rewards, active, create_graph: bool):
         """Log-probabilities and entropies ``[T, B]`` of a recorded trial, each step under the parameters
@@ -305,13 +307,13 @@ class MAMLAgent(Agent):
         gen = task_generator(self.seed, "train")
         steps = episodes = 0
         while True:
-            batch = self.collect(family, gen)
-            n = int(batch[3].sum())
+            ro = self.collect(family, gen)
+            n = int(ro.active.sum())
             if steps + n > budget_env_steps:
                 break
             steps += n
-            episodes += batch[0].shape[1] * family.episodes_per_trial
-            scalars = self.update(*batch)
+            episodes += ro.features.shape[1] * family.episodes_per_trial
+            scalars = self.update(ro)
             monitor.update(steps, episodes, scalars)
             self._summary["grad_norm_last"] = scalars["grad_norm"]
             self._summary["grad_norm_max"] = max(self._summary.get("grad_norm_max", -math.inf), scalars["grad_norm"])
@@ -320,8 +322,10 @@ class MAMLAgent(Agent):
     def training_summary(self) -> dict[str, float]:
         return dict(self._summary)
 
-    def update(self, obs, actions, rewards, active) -> dict[str, float]:
+    def update(self, ro: Rollout) -> dict[str, float]:
+        """PPO epochs over minibatches of tasks, the adaptation recomputed from the current θ each time."""
         cfg = self.config
+        obs, actions, rewards, active = ro.features, ro.actions, ro.rewards, ro.active
         mask = active.to(torch.float32)
         ret = trial_returns(rewards, active, cfg.gamma)
         adv = ret - linear_baseline(obs, ret, active)

@@ -156,7 +156,8 @@ def check(
     baseline: Annotated[Path, typer.Option(help="The committed baseline scores.")] = Path(
         "results/baselines/smoke.json"),
     update_baseline: Annotated[bool, typer.Option(
-        "--update-baseline", help="Rewrite the baseline from this run instead of comparing.")] = False,
+        "--update-baseline", help="Rewrite the baseline's entries of the selected agents and suites from this "
+                                  "run instead of comparing; other entries are kept.")] = False,
     agents: Annotated[str, typer.Option(help="Agent names, comma-separated, or 'all'.")] = "all",
     suite: Annotated[str, typer.Option(help="Suite name or 'all'.")] = "all",
     workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
@@ -201,9 +202,17 @@ def check(
     if update_baseline:
         if failed or out.crashed:
             _fail("not writing a baseline from a run with failures", 1)
-        write_baseline(baseline, current, prof.name, code_version())
-        typer.echo(f"wrote baseline {baseline} ({sum(len(m) for m in current.values())} metrics, "
-                   f"{len(current)} agent/task pairs)")
+        kept = {}
+        if baseline.is_file():  # a selection updates its own pairs and keeps the others
+            try:
+                selected = {f"{r.task}/{r.agent}" for r in runs}
+                kept = {k: v for k, v in load_baseline(baseline)["scores"].items() if k not in selected}
+            except BadBaseline:
+                kept = {}
+        scores = {**kept, **current}
+        write_baseline(baseline, scores, prof.name, code_version())
+        typer.echo(f"wrote baseline {baseline} ({sum(len(m) for m in scores.values())} metrics, "
+                   f"{len(scores)} agent/task pairs; {len(current)} measured now, {len(kept)} kept)")
         return
     assert base is not None
     selected = {f"{r.task}/{r.agent}" for r in runs}

@@ -1,4 +1,4 @@
-"""Training throughput of the recurrent agents: env + forward + BPTT + update, in env-steps/s.
+"""Training throughput of the learning agents: env + forward + BPTT + update, in env-steps/s.
 
     python -m metabench.throughput                 # the full table (each case in its own process)
     python -m metabench.throughput --quick         # fewer updates per case
@@ -6,7 +6,9 @@
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
 episodes), eager and compiled, A2C (one full-trial update per batch) and the
-Harlow PPO setting; and the maze environment alone (generation and stepping). Each case runs in a fresh process so that
+Harlow PPO setting; MAML on Harlow and the maze with its training defaults
+(eager: it has no compile option); and the maze environment alone
+(generation and stepping). Each case runs in a fresh process so that
 its peak resident memory (``ru_maxrss``) is its own; the first updates
 (compilation, warm-up) are not timed. Not a test: the numbers are quoted,
 not asserted.
@@ -35,6 +37,8 @@ CASES = {
     "rl2-maze-a2c": ("rl2", "maze", {"batch_tasks": 256, "ppo_epochs": 1, "minibatches": 1}),
     "metods-maze-ppo": ("metods", "maze", {}),  # the maze training default (PPO 4 x 4 minibatches)
     "rl2-maze-ppo": ("rl2", "maze", {}),
+    "maml-harlow-ppo": ("maml", "harlow", {}),  # MAML's training defaults (eager only: no compile option)
+    "maml-maze-ppo": ("maml", "maze", {}),
 }
 
 
@@ -71,7 +75,12 @@ def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
     agent_name, family_name, overrides = CASES[case]
     family = make_family(family_name)
     entry = AGENTS.get(agent_name)
-    cfg = dataclasses.replace(entry.config(family, PROFILES.get("quick")), **overrides, compile=compiled)
+    cfg = entry.config(family, PROFILES.get("quick"))
+    if compiled:
+        overrides = {**overrides, "compile": True}
+    elif hasattr(cfg, "compile"):
+        overrides = {**overrides, "compile": False}
+    cfg = dataclasses.replace(cfg, **overrides)
     agent = entry.build(family, cfg, seed=0)
     gen = task_generator(0, "train")
     steps = 0
@@ -111,8 +120,12 @@ def main() -> None:
           f"(B=256, random actions).\n")
     print("| case | mode | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
     print("|---|---|---|---|---|---|---|")
-    for case in CASES:
-        for compiled in (False, True):
+    from metabench.agents import AGENTS
+
+    for case, (agent_name, _, _) in CASES.items():
+        modes = (False, True) if "compile" in {f.name for f in dataclasses.fields(AGENTS.get(agent_name).cls.Config)} \
+            else (False,)
+        for compiled in modes:
             cmd = [sys.executable, "-m", "metabench.throughput", "--case", case] + (["--compiled"] if compiled else [])
             cmd += ["--quick"] if args.quick else []
             out = subprocess.run(cmd, capture_output=True, text=True)

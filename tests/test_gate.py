@@ -88,6 +88,15 @@ def test_check_cli_update_pass_then_doctored_fail(tmp_path):
     entry["mean"] -= 0.5 + tolerance(entry) / 2
     baseline.write_text(json.dumps(data))
     assert cli(*args).exit_code == 0
+    # Updating for another selection adds its pairs and keeps the others untouched.
+    data["scores"]["maze/other"] = {"m": {"mean": 1.0, "seed_std": 0.0, "episode_se": 0.0, "higher_is_better": True}}
+    baseline.write_text(json.dumps(data))
+    out = cli("check", "--agents", "random", "--suite", "capacity", "--workers", "1", "--baseline", str(baseline),
+              "--update-baseline")
+    assert out.exit_code == 0, out.output
+    updated = json.loads(baseline.read_text())["scores"]
+    assert set(updated) == {"harlow/random", "maze/random", "maze/other"}
+    assert updated["harlow/random"] == data["scores"]["harlow/random"]
 
 
 def test_check_with_a_doctored_record_fails(tmp_path):
