@@ -219,14 +219,7 @@ class RecurrentAgent(Agent):
     def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
         x = inputs.features(self.space)
         h, memory = self._step(x, memory, inputs.active)
-        dist = self.heads.distribution(h)
-        if self.space.discrete:
-            probs = dist.probs
-            action = torch.multinomial(probs, 1, generator=self._gen).squeeze(1)
-        else:
-            mean, std = dist.base_dist.loc, dist.base_dist.scale
-            action = mean + std * torch.randn(mean.shape, generator=self._gen)
-        return action, memory
+        return sample_action(self.heads.distribution(h), self._gen), memory
 
     # Training ------------------------------------------------------------------------------
     def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
@@ -325,6 +318,14 @@ class RecurrentAgent(Agent):
         return out
 
 
+def sample_action(dist: torch.distributions.Distribution, generator: torch.Generator) -> torch.Tensor:
+    """One action per row from a categorical or diagonal-Gaussian policy, drawn with ``generator``."""
+    if isinstance(dist, torch.distributions.Categorical):
+        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
+    mean, std = dist.base_dist.loc, dist.base_dist.scale
+    return mean + std * torch.randn(mean.shape, generator=generator)
+
+
 def xavier_linear(i: int, o: int, gain: float = 1.0) -> nn.Linear:
     lin = nn.Linear(i, o)
     nn.init.xavier_uniform_(lin.weight, gain=gain)
@@ -332,4 +333,5 @@ def xavier_linear(i: int, o: int, gain: float = 1.0) -> nn.Linear:
     return lin
 
 
-__all__ = ["ActorCriticConfig", "MemoryCore", "RecurrentAgent", "Rollout", "feature_dim", "gae", "xavier_linear"]
+__all__ = ["ActorCriticConfig", "MemoryCore", "RecurrentAgent", "Rollout", "feature_dim", "gae", "sample_action",
+           "xavier_linear"]

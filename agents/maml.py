@@ -58,7 +58,7 @@ from metabench.envs.base import TaskFamily, task_generator
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .actor_critic import Rollout
+from .actor_critic import Rollout, sample_action
 from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive
 
 
@@ -249,12 +249,7 @@ class MAMLAgent(Agent):
             memory.rewards.append(torch.where(memory.active[-1], inputs.prev_reward, 0.0))
         if memory.t > 0 and memory.t % k == 0:
             memory = self._adapt_memory(memory, inputs.active)
-        dist = self.distribution(memory.params, inputs.obs)
-        if self.space.discrete:
-            action = torch.multinomial(dist.probs, 1, generator=self._gen).squeeze(1)
-        else:
-            mean, std = dist.base_dist.loc, dist.base_dist.scale
-            action = mean + std * torch.randn(mean.shape, generator=self._gen)
+        action = sample_action(self.distribution(memory.params, inputs.obs), self._gen)
         memory.obs.append(inputs.obs)
         memory.actions.append(action)
         memory.active.append(inputs.active)
