@@ -58,7 +58,7 @@ from metabench.envs.base import TaskFamily, task_generator
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .actor_critic import Rollout, sample_action
+from .actor_critic import Rollout, clip_grad_norm, sample_action
 from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive
 
 
@@ -345,7 +345,7 @@ class MAMLAgent(Agent):
                 loss = policy_loss - cfg.entropy_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                grad_norm = clip_grad_norm(list(self.policy.parameters()), cfg.max_grad_norm)
                 self.optimizer.step()
                 for key, v in {"loss": loss, "policy_loss": policy_loss, "entropy": entropy,
                                "grad_norm": grad_norm}.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -218,3 +219,26 @@ def test_collect_counts_the_env_steps_meta_train_reports():
     assert steps == sum(counted[:-1]) <= budget < sum(counted)
     assert [e for e, _, _ in monitor.log] == [sum(counted[: i + 1]) for i in range(len(monitor.log))]
     assert [ep for _, ep, _ in monitor.log] == [cfg.batch_tasks * (i + 1) for i in range(len(monitor.log))]
+
+
+def test_clip_grad_norm_survives_float32_overflow_of_the_norm():
+    """Entries of 1e20 are finite in float32, their squares are not: the norm must still be finite."""
+    from metabench.agents.actor_critic import clip_grad_norm
+
+    p, q = torch.nn.Parameter(torch.zeros(1000)), torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.full((1000,), 1e20)
+    q.grad = torch.tensor([3e20, 0.0, -4e20])
+    assert not torch.isfinite(torch.linalg.vector_norm(p.grad))  # what torch's own clip would see
+    norm = clip_grad_norm([p, q], 1.0)
+    expected = math.sqrt(1000 * 1e40 + 25e40)
+    assert math.isclose(float(norm), expected, rel_tol=1e-6)
+    clipped = math.sqrt(float((p.grad.double() ** 2).sum() + (q.grad.double() ** 2).sum()))
+    assert math.isclose(clipped, 1.0, rel_tol=1e-4)
+    assert float(q.grad[2]) / float(q.grad[0]) == pytest.approx(-4 / 3)
+    # a small gradient is left alone; a NaN entry gives a non-finite norm (the monitor's divergence signal)
+    p.grad = torch.full((1000,), 1e-3)
+    q.grad = torch.zeros(3)
+    assert math.isclose(float(clip_grad_norm([p, q], 1.0)), math.sqrt(1000) * 1e-3, rel_tol=1e-5)
+    assert float(p.grad[0]) == pytest.approx(1e-3)
+    q.grad = torch.tensor([float("nan"), 0.0, 0.0])
+    assert not math.isfinite(float(clip_grad_norm([p, q], 1.0)))
