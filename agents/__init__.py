@@ -17,19 +17,24 @@ from .rl2 import RL2Agent
 AGENTS: Registry[AgentEntry] = Registry("agent")
 
 
+ABLATION_TASKS = ("harlow", "maze")
+"""Where the paper ablates MetODS (Fig. 3c, Fig. 4c): its ablations run there only."""
+
+
 def register(name: str, cls: type[Agent], summary: str, paper_fallback: str | None = None,
-             **overrides) -> AgentEntry:
-    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides, paper_fallback))
+             tasks: tuple[str, ...] | None = None, **overrides) -> AgentEntry:
+    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides, paper_fallback, tasks))
 
 
 register("random", RandomAgent, "uniform random actions; calibrates every task")
 register("metods", MetODSAgent, "MetODS, linear write, S=4 (the paper's headline)")
-register("metods_s1", MetODSAgent, "MetODS ablation: S=1", S=1)
-register("metods_s2", MetODSAgent, "MetODS ablation: S=2", S=2)
+register("metods_s1", MetODSAgent, "MetODS ablation: S=1", S=1, tasks=ABLATION_TASKS)
+register("metods_s2", MetODSAgent, "MetODS ablation: S=2", S=2, tasks=ABLATION_TASKS)
 register("metods_no_alpha", MetODSAgent, "MetODS ablation: scalar plasticity instead of the N x N mask α",
-         plasticity="scalar")
-register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla")
-register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp")
+         tasks=ABLATION_TASKS, plasticity="scalar")
+register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla",
+         tasks=ABLATION_TASKS)
+register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp", tasks=ABLATION_TASKS)
 register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
 register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",

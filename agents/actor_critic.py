@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from metabench.envs.base import ActionSpace, TaskFamily, task_generator
+from metabench.profiles import LOCOMOTION
 
 from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, keep_inactive
 
@@ -166,10 +167,18 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # sweep), against 84 % and 77 % with 256 trials per update (the sweep of 2026-11-26).
     "maze": {"batch_tasks": 64, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.95, "gae_lambda": 0.95,
              "reward_scale": 0.1},
+    # MuJoCo direction tasks (200-step trials, Gaussian actions): the PPO mode, as for continuous control
+    # generally; per-step rewards of order 1 over 200 steps, scaled by 0.1 like the maze's.
+    **dict.fromkeys(LOCOMOTION, {"batch_tasks": 32, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.99,
+                                 "gae_lambda": 0.95, "reward_scale": 0.1, "lr": 3e-4}),
 }
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # seconds a run (CI, the regression gate): no compile, small batches, 2 PPO epochs x 2 minibatches
     "smoke": {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
+}
+PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    # smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator
+    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
 }
 
 
@@ -190,6 +199,7 @@ class RecurrentAgent(Agent):
             **TASK_DEFAULTS.get(family.name, {}),
             **cls.core_defaults.get(family.name, {}),
             **PROFILE_DEFAULTS.get(profile.name, {}),
+            **PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {}),
         })
 
     def __init__(self, family: TaskFamily, config: ActorCriticConfig, seed: int):

@@ -148,6 +148,9 @@ class AgentEntry:
     paper_fallback: str | None = None
     """Agent of the paper's tables shown beside this one where the paper has no row of its own
     (``untrained`` -> the paper's Random row on the maze)."""
+    tasks: tuple[str, ...] | None = None
+    """The tasks this name is run on (None: every task the class supports). The MetODS
+    ablations are the paper's Harlow and maze experiments, not run on MuJoCo by default."""
 
     def config(self, family: TaskFamily, profile: "Profile") -> AgentConfig:
         return dataclasses.replace(self.cls.default_config(family, profile), **self.overrides)

@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 from metabench.envs.base import TaskFamily, task_generator
+from metabench.profiles import LOCOMOTION
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -98,9 +99,16 @@ class MAMLConfig(AgentConfig):
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "harlow": {"adapt_every": 10, "batch_tasks": 256, "ppo_epochs": 4, "minibatches": 8},
     "maze": {"adapt_every": 50, "batch_tasks": 128, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.95},
+    # MuJoCo direction tasks: one adaptation at t = 100 of the 200-step trial (the paper's Ant-dir);
+    # inner step 0.1, MAML's own Ant-dir value.
+    **dict.fromkeys(LOCOMOTION, {"adapt_every": 100, "inner_lr": 0.1, "batch_tasks": 32, "ppo_epochs": 4,
+                                 "minibatches": 4, "gamma": 0.99}),
 }
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": {"batch_tasks": 64, "ppo_epochs": 2, "minibatches": 2},
+}
+PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
 }
 
 
@@ -185,7 +193,8 @@ class MAMLAgent(Agent):
 
     @classmethod
     def default_config(cls, family: TaskFamily, profile) -> MAMLConfig:
-        return cls.Config(**{**TASK_DEFAULTS.get(family.name, {}), **PROFILE_DEFAULTS.get(profile.name, {})})
+        return cls.Config(**{**TASK_DEFAULTS.get(family.name, {}), **PROFILE_DEFAULTS.get(profile.name, {}),
+                             **PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {})})
 
     def __init__(self, family: TaskFamily, config: MAMLConfig, seed: int):
         super().__init__(family, config, seed)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from metabench.envs.base import TaskFamily
+from metabench.profiles import LOCOMOTION
 
 from .actor_critic import ActorCriticConfig, MemoryCore, RecurrentAgent, xavier_linear
 from .base import feature_dim
@@ -206,7 +207,8 @@ class MetODSAgent(RecurrentAgent):
     Config = MetODSConfig
     config: MetODSConfig
     # Per-task sizes (SPEC.md: Harlow N = 20); compiled: the step is ~7x faster fwd+bwd.
-    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True}}
+    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True},
+                     **dict.fromkeys(LOCOMOTION, {"N": 64, "compile": True})}
 
     def make_core(self, family: TaskFamily, config: MetODSConfig) -> MetODSCore:
         return MetODSCore(feature_dim(family), config)

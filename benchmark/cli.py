@@ -62,25 +62,14 @@ def run(
         help="Torch threads per run (default: the cores shared out among the workers).")] = None,
 ) -> None:
     """Meta-train and evaluate agents x tasks x seeds; one record per run; finished runs are skipped."""
-    from metabench.agents import AGENTS
-    from metabench.envs import FAMILIES
-
     from .profiles import PROFILES
     from .runner import plan
-    from .suites import select_suites
 
     try:
-        agent_names = AGENTS.select(agents)
-        suites = select_suites(suite)
         prof = PROFILES.get(profile)
-        task_names = FAMILIES.select(tasks) if tasks else None
     except UnknownName as e:
         _fail(str(e), 2)
-    if task_names is not None:
-        in_suites = {t for s in suites for t in s.tasks}
-        missing = [t for t in task_names if t not in in_suites]
-        if missing:
-            _fail(f"task {missing[0]!r} is not in suite {suite!r}; valid: {', '.join(sorted(in_suites))}", 2)
+    agent_names, suites, task_names = _selection(agents, suite, tasks)
     if seeds is not None and seeds < 1:
         _fail("--seeds must be at least 1", 2)
     if workers is not None and workers < 1:
@@ -160,6 +149,7 @@ def check(
                                   "run instead of comparing; other entries are kept.")] = False,
     agents: Annotated[str, typer.Option(help="Agent names, comma-separated, or 'all'.")] = "all",
     suite: Annotated[str, typer.Option(help="Suite name or 'all'.")] = "all",
+    tasks: Annotated[Optional[str], typer.Option(help="Only these tasks of the suite, comma-separated.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
     work: Annotated[Optional[Path], typer.Option(
         help="Folder for the smoke records (default: a temporary folder, removed afterwards).")] = None,
@@ -167,19 +157,12 @@ def check(
     """The regression gate: run the smoke profile for every agent and task, compare with the baseline."""
     import tempfile
 
-    from metabench.agents import AGENTS
-
     from .gate import BadBaseline, compare, load_baseline, summarise, write_baseline
     from .records import load_record
     from .profiles import PROFILES
     from .runner import code_version, plan
-    from .suites import select_suites
 
-    try:
-        agent_names = AGENTS.select(agents)
-        suites = select_suites(suite)
-    except UnknownName as e:
-        _fail(str(e), 2)
+    agent_names, suites, task_names = _selection(agents, suite, tasks)
     if workers is not None and workers < 1:
         _fail("--workers must be at least 1", 2)
     base = None
@@ -189,7 +172,7 @@ def check(
         except BadBaseline as e:
             _fail(str(e), 2)
     prof = PROFILES.get("smoke")
-    runs, _notes = plan(agent_names, suites, prof, prof.seeds)
+    runs, _notes = plan(agent_names, suites, prof, prof.seeds, task_names)
     with tempfile.TemporaryDirectory(prefix="metabench-check-") as tmp:
         folder = work if work is not None else Path(tmp)
         typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
@@ -229,6 +212,27 @@ def check(
         raise typer.Exit(1)
     typer.echo(f"check passed: {checked} metrics of {len(base['scores'])} agent/task pairs within tolerance "
                f"of {baseline}")
+
+
+def _selection(agents: str, suite: str, tasks: str | None):
+    """Agent names, suites and task names (None: every task of the suites) of ``run``/``check``; exits on a bad name."""
+    from metabench.agents import AGENTS
+    from metabench.envs import FAMILIES
+
+    from .suites import select_suites
+
+    try:
+        agent_names = AGENTS.select(agents)
+        suites = select_suites(suite)
+        task_names = FAMILIES.select(tasks) if tasks else None
+    except UnknownName as e:
+        _fail(str(e), 2)
+    if task_names is not None:
+        in_suites = {t for s in suites for t in s.tasks}
+        missing = [t for t in task_names if t not in in_suites]
+        if missing:
+            _fail(f"task {missing[0]!r} is not in suite {suite!r}; valid: {', '.join(sorted(in_suites))}", 2)
+    return agent_names, suites, task_names
 
 
 def _sweep(runs, results: Path, workers: int | None, threads: int | None = None):

@@ -85,8 +85,82 @@ class Group:
 
 
 def _columns(family: TaskFamily) -> list[tuple[str, Any, tuple[str, str, float] | None]]:
-    """(record metric name, spec, paper mapping) for the family and each evaluation variant."""
-    return [(name, m, m.paper) for name, _suffix, m in family.scored_metrics()]
+    """(record metric name, spec, paper mapping) of the family's main table."""
+    shown = set(family.table_metrics())
+    return [(name, m, m.paper) for name, _suffix, m in family.scored_metrics() if name in shown]
+
+
+def _seed_mean(records: list[dict[str, Any]], metric: str) -> float | None:
+    vals = [r["metrics"][metric] for r in records if metric in r["metrics"]]
+    return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class Retention:
+    """One task's impairment scores per agent (means over seeds of the primary metric)."""
+
+    reference: float | None
+    """The best agent's unimpaired score: what "normalised" divides by (None if not positive)."""
+    intact: dict[str, float]
+    impaired: dict[str, dict[str, float]]
+    """agent -> variant suffix -> score."""
+
+
+def retention(family: TaskFamily, group: Group) -> Retention:
+    metric = family.primary_metric
+    intact, impaired = {}, {}
+    for agent in _agent_order(set(group.ok)):
+        records = [r for _, r in group.ok[agent]]
+        if (v := _seed_mean(records, metric)) is not None:
+            intact[agent] = v
+        impaired[agent] = {s: v for s in family.retention_variants()
+                           if (v := _seed_mean(records, f"{metric}{s}")) is not None}
+    best = max(intact.values(), default=None)
+    return Retention(best if best is not None and best > 0 else None, intact, impaired)
+
+
+def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
+    """The paper's Fig. 6 (right) numbers: normalised returns beside the paper's, retention, per actuator."""
+    ret = retention(family, group)
+    variants = family.retention_variants()
+    drawn = next(iter(variants))
+    metric = family.primary_metric
+    ref = ret.reference
+    out = [f"Impairment (`{task}`): the same trained agents, scored again with {variants[drawn]}. "
+           f"Normalised = {metric} / the best agent's unimpaired {metric} "
+           + (f"({_fmt(ref)}, here)" if ref else "(undefined here: no agent's unimpaired return is positive)")
+           + "; retention = impaired / unimpaired, per agent; means over seeds.", ""]
+    head = ["agent", "unimpaired", "impaired", "normalised", "paper", "impaired normalised", "paper",
+            "retention"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def norm(v: float | None) -> str:
+        return "—" if v is None or ref is None else _fmt(v / ref)
+
+    def paper(task_name: str, agent: str) -> str:
+        p = paper_value(task_name, agent, "normalized_return")
+        if p is None and agent in AGENTS and (fallback := AGENTS.get(agent).paper_fallback):
+            p = paper_value(task_name, fallback, "normalized_return")
+        return "—" if p is None else _fmt(p.value)
+
+    for agent, intact in ret.intact.items():
+        hurt = ret.impaired[agent].get(drawn)
+        keep = "—" if hurt is None or intact <= 0 else _fmt(hurt / intact)
+        lines.append(f"| `{agent}` | {_fmt(intact)} | {'—' if hurt is None else _fmt(hurt)} | {norm(intact)} | "
+                     f"{paper(task, agent)} | {norm(hurt)} | {paper(f'{task}{drawn}', agent)} | {keep} |")
+    out += lines + [""]
+    per_joint = [s for s in variants if s != drawn]
+    if per_joint:
+        out += [f"Retention per frozen actuator (`{task}`; impaired / unimpaired {metric}, all test tasks "
+                "with that actuator frozen):", ""]
+        head = ["agent"] + [s.rsplit("_", 1)[1] for s in per_joint]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for agent, intact in ret.intact.items():
+            cells = [_fmt(v / intact) if (v := ret.impaired[agent].get(s)) is not None and intact > 0 else "—"
+                     for s in per_joint]
+            out.append(f"| `{agent}` | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
@@ -136,18 +210,22 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
         prof = PROFILES.get(profile) if profile in PROFILES else None
         out += [f"## Profile `{profile}`", ""]
         if prof:
-            out += [f"{_sentence(prof.summary)}. Held-out test tasks per run: {prof.test_tasks}.", ""]
+            out += [f"{_sentence(prof.summary)}.", ""]
         for (p, task), group in sorted(groups.items(), key=lambda kv: _task_key(suite, kv[0][1])):
             if p != profile:
                 continue
             family = make_family(task)
             budget = prof.budget(task) if prof and task in prof.train_env_steps else None
-            out += [f"### `{task}`" + (f" — meta-training budget {budget:,} env steps" if budget else ""), ""]
+            out += [f"### `{task}`" + (f" — meta-training budget {budget:,} env steps, "
+                                       f"{prof.test_tasks_for(task):,} held-out test tasks per run"
+                                       if budget and prof else ""), ""]
             out += task_table(task, family, group)
             out.append("")
             out.append(f"Command: `metabench run --suite {suite_name} --tasks {task} --profile {profile} "
                        f"--agents {','.join(_agent_order(set(group.ok))) or 'all'}`, then `metabench report`.")
             out.append("")
+            if family.retention_variants() and group.ok:
+                out += retention_table(task, family, group)
             if group.failed:
                 out += ["Failed runs (rerun the command to retry them):", ""]
                 out += [f"- `{path.parent.name}/{path.name}`: {r['error']}" for path, r in group.failed]
@@ -347,16 +425,19 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         spec = family.metric(metric)
         # 1. the primary metric per agent, with the paper's value as a marker
         ax = row[0]
-        for i, agent in enumerate(agents):
+        if family.retention_variants():
+            _impairment_bars(ax, task, family, group)
+        for i, agent in enumerate(agents if not family.retention_variants() else []):
             vals = [r["metrics"][metric] for _, r in group.ok[agent] if metric in r["metrics"]]
             mean = sum(vals) / len(vals)
             sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
             ax.bar(i, mean, yerr=sd, capsize=4, color=f"C{i}")
             if spec.paper and (p := _paper(spec.paper, agent)):
                 ax.plot(i, p.value / spec.paper[2], "kD", label="paper" if i == 0 else None)
-        ax.set_xticks(range(len(agents)), agents, rotation=20)
-        _levels(ax, family)
-        ax.set_title(f"{task}: {metric}\n(mean ± std over seeds; ◆ paper)")
+        if not family.retention_variants():
+            ax.set_xticks(range(len(agents)), agents, rotation=20)
+            _levels(ax, family)
+            ax.set_title(f"{task}: {metric}\n(mean ± std over seeds; ◆ paper)")
         # 2. reward at each step inside the trial
         ax = row[1]
         for i, agent in enumerate(agents):
@@ -391,6 +472,27 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
     return _png(fig)
+
+
+def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
+    """The paper's Fig. 6 (right): unimpaired and impaired return per agent, normalised by the best unimpaired."""
+    ret = retention(family, group)
+    drawn = next(iter(family.retention_variants()))
+    scale = ret.reference or 1.0
+    agents = list(ret.intact)
+    for i, agent in enumerate(agents):
+        ax.bar(i - 0.2, ret.intact[agent] / scale, 0.4, color=f"C{i}", label="unimpaired" if i == 0 else None)
+        if (hurt := ret.impaired[agent].get(drawn)) is not None:
+            ax.bar(i + 0.2, hurt / scale, 0.4, color=f"C{i}", alpha=0.45, hatch="//",
+                   label="one actuator frozen" if i == 0 else None)
+        for dx, name in ((-0.2, task), (0.2, f"{task}{drawn}")):
+            if ret.reference and (p := paper_value(name, agent, "normalized_return")):
+                ax.plot(i + dx, p.value, "kD", label="paper" if (i, dx) == (0, -0.2) else None)
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(agents)), agents, rotation=20)
+    ax.legend(fontsize=8)
+    what = "return ÷ best unimpaired" if ret.reference else "raw return (none positive)"
+    ax.set_title(f"{task}: {what}\n(mean over seeds; ◆ paper)")
 
 
 def _levels(ax, family: TaskFamily) -> None:
@@ -455,7 +557,7 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]], aggs: dict
                 metric = family.primary_metric
                 budget = f"{prof.budget(task):,} meta-training env steps per run, " if prof and task in \
                     prof.train_env_steps else ""
-                tests = f"{prof.test_tasks:,} held-out test tasks per seed" if prof else "held-out test tasks"
+                tests = f"{prof.test_tasks_for(task):,} held-out test tasks per seed" if prof else "held-out test tasks"
                 agents = _agent_order(set(group.ok))
                 out += [f"**{suite_name} / `{task}`, profile `{profile}`** ({budget}{tests}; "
                         f"`metabench run --suite {suite_name} --tasks {task} --profile {profile} "

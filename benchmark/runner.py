@@ -84,8 +84,12 @@ def plan(
                 continue
             family = make_family(task)
             for agent in agents:
-                if not AGENTS.get(agent).cls.supports(family):
+                entry = AGENTS.get(agent)
+                if not entry.cls.supports(family):
                     notes.append(f"{agent} does not support {task}; skipped")
+                    continue
+                if entry.tasks is not None and task not in entry.tasks:
+                    notes.append(f"{agent} runs on {', '.join(entry.tasks)} only; skipped on {task}")
                     continue
                 for seed in range(seeds):
                     runs.append(RunSpec(profile.name, suite.name, task, agent, seed,
@@ -158,8 +162,8 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
             from .progress import RunReporter
 
             reporter = RunReporter(progress_queue, spec.label, budget, family.primary_metric)
-        monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks, profile.curve_points,
-                               reporter=reporter)
+        monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks_for(spec.task),
+                               profile.curve_points, reporter=reporter)
         rows = monitor.rows
         monitor.evaluate_now(0, 0, 0)
         train_start = time.perf_counter()
@@ -170,7 +174,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         record["env_steps"] = used
         metrics: dict[str, float] = {}
         for suffix, variant in family.evaluation_variants().items():
-            ev = evaluate(agent, variant, spec.seed, profile.test_tasks)
+            ev = evaluate(agent, variant, spec.seed, profile.test_tasks_for(spec.task))
             metrics.update({_suffixed(k, suffix): v for k, v in ev.metrics.items()})
             for t, (r, a) in enumerate(zip(ev.step_reward, ev.step_active)):
                 rows.append((f"step_reward{suffix}", t, "reward", float(r)))

@@ -2,13 +2,19 @@
 
     python -m metabench.throughput                 # the full table (each case in its own process)
     python -m metabench.throughput --quick         # fewer updates per case
+    python -m metabench.throughput --simulation    # MuJoCo tasks: our batched env against raw mj_step
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
 episodes), eager and compiled, A2C (one full-trial update per batch) and the
 Harlow PPO setting; MAML on Harlow and the maze with its training defaults
 (eager: it has no compile option); and the maze environment alone
-(generation and stepping). Each case runs in a fresh process so that
+(generation and stepping); MetODS, RL² and MAML on Ant-dir with their
+training defaults. ``--simulation`` measures the MuJoCo direction tasks
+alone: raw ``mujoco.mj_step`` (``frame_skip`` substeps per env step) on the
+robot's own model and data against :class:`~metabench.envs.locomotion.LocomotionEnv`
+and gymnasium's ``SyncVectorEnv`` / ``AsyncVectorEnv`` over the same
+environments, with random actions, one thread. Each case runs in a fresh process so that
 its peak resident memory (``ru_maxrss``) is its own; the first updates
 (compilation, warm-up) are not timed. Not a test: the numbers are quoted,
 not asserted.
@@ -39,7 +45,84 @@ CASES = {
     "rl2-maze-ppo": ("rl2", "maze", {}),
     "maml-harlow-ppo": ("maml", "harlow", {}),  # MAML's training defaults (eager only: no compile option)
     "maml-maze-ppo": ("maml", "maze", {}),
+    "metods-ant_dir-ppo": ("metods", "ant_dir", {}),  # the MuJoCo training defaults (PPO 4 x 4, 32 trials)
+    "rl2-ant_dir-ppo": ("rl2", "ant_dir", {}),
+    "maml-ant_dir-ppo": ("maml", "ant_dir", {}),
 }
+
+
+def locomotion_simulation(robot: str, seconds: float = 3.0) -> dict:
+    """Env-steps/s of one robot: raw mj_step, our batched env (B = 1, 16, 64), gymnasium's vector envs (B = 16)."""
+    import gymnasium as gym
+    import mujoco
+    import numpy as np
+
+    from metabench.envs.locomotion import ROBOTS, Locomotion, LocomotionConfig
+
+    torch.set_num_threads(1)
+    env_id, kwargs = ROBOTS[robot]
+    rng = np.random.default_rng(0)
+    out: dict[str, float] = {}
+
+    def timed(step_fn) -> float:
+        """Steps per second of ``step_fn()`` (returns how many env steps it made) over ``seconds``."""
+        step_fn()  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            n += step_fn()
+        return n / (time.perf_counter() - t0)
+
+    # Raw MuJoCo: the model and data gymnasium builds, frame_skip substeps per env step, no Python env around it.
+    raw = gym.make(env_id, **kwargs).unwrapped
+    raw.reset(seed=0)
+    model, data, skip = raw.model, raw.data, raw.frame_skip
+    ctrl = rng.uniform(-0.3, 0.3, size=(1000, model.nu))
+
+    def raw_steps() -> int:
+        for c in ctrl[:100]:
+            data.ctrl[:] = c
+            mujoco.mj_step(model, data, nstep=skip)
+        return 100
+
+    out["raw_mj_step"] = timed(raw_steps)
+
+    family = Locomotion(LocomotionConfig(robot=robot, directions="fwd-back"))
+    gen = torch.Generator().manual_seed(0)
+    for b in (1, 16, 64):
+        env = family.make_env(family.sample_tasks(b, "train", torch.Generator().manual_seed(b)))
+        env.reset()
+        actions = (torch.rand(64, b, model.nu, generator=gen) - 0.5) * 0.6  # small: the Ant stays up
+
+        def ours() -> int:
+            n = 0
+            for a in actions:
+                if bool(env.done.all()):
+                    env.reset()
+                n += int(env.step(a).active.sum())
+            return n
+
+        out[f"ours_B{b}"] = timed(ours)
+
+    def vector(kind: str, b: int) -> float:
+        make = (lambda: gym.make(env_id, **kwargs))
+        vec = (gym.vector.SyncVectorEnv if kind == "sync" else gym.vector.AsyncVectorEnv)([make] * b)
+        vec.reset(seed=0)
+        acts = rng.uniform(-0.3, 0.3, size=(64, b, model.nu))
+
+        def steps() -> int:
+            for a in acts:
+                vec.step(a)
+            return 64 * b
+
+        try:
+            return timed(steps)
+        finally:
+            vec.close()
+
+    out["gym_sync_B16"] = vector("sync", 16)
+    out["gym_async_B16"] = vector("async", 16)
+    out["gym_async_B2"] = vector("async", 2)
+    return out
 
 
 def maze_environment(batch: int = 256, mazes: int = 4096) -> dict:
@@ -109,7 +192,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer timed updates per case")
     parser.add_argument("--case", help="run one case in this process and print its JSON (internal)")
     parser.add_argument("--compiled", action="store_true")
+    parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
     args = parser.parse_args()
+    if args.simulation:
+        print("| robot | raw mj_step | ours B=1 | ours B=16 | ours B=64 | gym Sync B=16 | gym Async B=16 | "
+              "gym Async B=2 | ours B=16 / raw |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for robot in ("ant", "cheetah"):
+            r = locomotion_simulation(robot)
+            cells = " | ".join(f"{r[k]:,.0f}" for k in ("raw_mj_step", "ours_B1", "ours_B16", "ours_B64",
+                                                        "gym_sync_B16", "gym_async_B16", "gym_async_B2"))
+            print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} |", flush=True)
+        return
     updates, warmup = (3, 2) if args.quick else (8, 3)
     if args.case:
         print(json.dumps(measure(args.case, args.compiled, updates, warmup)))

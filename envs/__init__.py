@@ -1,7 +1,7 @@
 """Task families (``metabench.envs``): the registry and the interface.
 
-Heavy families (MuJoCo, Meta-World) register a factory that imports lazily,
-so ``import metabench.envs`` stays fast.
+MuJoCo families import gymnasium only when their first environment is
+built, so ``import metabench.envs`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from metabench.registry import Registry
 
 from .base import ActionSpace, BatchedEnv, MetricSpec, Step, TaskBatch, TaskFamily, task_generator
 from .harlow import Harlow
+from .locomotion import ant_dir, impairment_ant, impairment_cheetah
 from .maze import Maze
 
 FAMILIES: Registry[Callable[[], TaskFamily]] = Registry("task")
@@ -19,6 +20,9 @@ FAMILIES: Registry[Callable[[], TaskFamily]] = Registry("task")
 
 FAMILIES.add("harlow", Harlow)
 FAMILIES.add("maze", Maze)
+FAMILIES.add("ant_dir", ant_dir)
+FAMILIES.add("impairment_ant", impairment_ant)
+FAMILIES.add("impairment_cheetah", impairment_cheetah)
 
 
 def make_family(name: str) -> TaskFamily:

@@ -203,6 +203,18 @@ class TaskFamily(ABC):
         return [(f"{m.name}{suffix}", suffix, m)
                 for suffix, variant in self.evaluation_variants().items() for m in variant.metrics]
 
+    def table_metrics(self) -> list[str]:
+        """Record metric names in the report's main table (default: every scored metric)."""
+        return [name for name, _suffix, _spec in self.scored_metrics()]
+
+    def retention_variants(self) -> dict[str, str]:
+        """Evaluation variants that impair the same trained agent, by suffix -> label (the impairment tasks).
+
+        The report scores each as retention = impaired / unimpaired primary metric, beside the
+        return normalised by the best agent's unimpaired one (the paper's Fig. 6 format).
+        """
+        return {}
+
     def reference_levels(self) -> dict[str, float]:
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
         return {}

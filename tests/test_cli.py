@@ -66,13 +66,14 @@ def test_smoke_run_report_check(tmp_path):
     out = cli("run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
               "--workers", "1", "--results", str(results))
     assert out.exit_code == 0, out.output
-    assert "2 ok, 0 failed" in out.output
+    assert "4 ok, 0 failed" in out.output  # harlow and ant_dir, 2 seeds each
     record = json.loads((results / "smoke/efficiency/harlow/random/seed0.json").read_text())
+    assert json.loads((results / "smoke/efficiency/ant_dir/random/seed1.json").read_text())["status"] == "ok"
     assert record["status"] == "ok" and record["profile"] == "smoke"
     out = cli("report", "--results", str(results), "--reports", str(reports))
     assert out.exit_code == 0, out.output
     md = (reports / "efficiency.md").read_text()
-    assert "| `random` | 2 |" in md and "episode_return" in md
+    assert "| `random` | 2 |" in md and "episode_return" in md and "### `ant_dir`" in md
     png = (reports / "figures/efficiency-smoke.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli("validate", "--results", str(results)).exit_code == 0
@@ -83,7 +84,7 @@ def test_smoke_run_report_check(tmp_path):
     # A second identical run does nothing.
     out = cli("run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
               "--workers", "1", "--results", str(results))
-    assert "0 ok, 0 failed, 2 already done" in out.output
+    assert "0 ok, 0 failed, 4 already done" in out.output
 
 
 def test_corrupt_record_named_and_skipped(tmp_path):
@@ -110,7 +111,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     """A sweep killed with SIGKILL leaves only valid records and no orphan workers; the rerun does not redo them."""
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
-           "--seeds", "40", "--workers", workers, "--results", str(results)]
+           "--tasks", "harlow", "--seeds", "40", "--workers", workers, "--results", str(results)]
     workers_before = _pool_workers()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = results / "smoke/efficiency/harlow/random"

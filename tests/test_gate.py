@@ -66,7 +66,8 @@ def test_bad_baselines_are_named(tmp_path):
 
 def test_check_cli_update_pass_then_doctored_fail(tmp_path):
     baseline = tmp_path / "smoke.json"
-    args = ["check", "--agents", "random", "--suite", "efficiency", "--workers", "1", "--baseline", str(baseline)]
+    args = ["check", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--workers", "1",
+            "--baseline", str(baseline)]
     out = cli(*args)
     assert out.exit_code == 2 and "no baseline" in out.output
     out = cli(*args, "--update-baseline")
@@ -102,7 +103,8 @@ def test_check_cli_update_pass_then_doctored_fail(tmp_path):
 def test_check_with_a_doctored_record_fails(tmp_path):
     """--work keeps the smoke records; a record doctored to a worse score is caught on the next check."""
     baseline, work = tmp_path / "smoke.json", tmp_path / "work"
-    args = ["check", "--agents", "random", "--suite", "efficiency", "--workers", "1", "--baseline", str(baseline),
+    args = ["check", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--workers", "1",
+            "--baseline", str(baseline),
             "--work", str(work)]
     assert cli(*args, "--update-baseline").exit_code == 0
     path = work / "smoke/efficiency/harlow/random/seed0.json"

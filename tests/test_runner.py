@@ -41,7 +41,7 @@ class NaNLoss(Exploding):
 
 
 def test_plan_expands_agents_tasks_seeds():
-    runs, notes = plan(["random"], [EFFICIENCY], SMOKE, seeds=3)
+    runs, notes = plan(["random"], [EFFICIENCY], SMOKE, seeds=3, tasks=["harlow"])
     assert [(r.task, r.agent, r.seed) for r in runs] == [("harlow", "random", s) for s in range(3)]
     assert notes == []
     assert runs[0].config["profile"]["train_env_steps"] == SMOKE.budget("harlow")
@@ -51,7 +51,7 @@ def test_plan_expands_agents_tasks_seeds():
 
 
 def test_resume_skips_finished_runs(tmp_path):
-    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2, tasks=["harlow"])
     first = run_sweep(runs, tmp_path, workers=1)
     assert len(first.done) == 2 and first.skipped == 0
     mtimes = {r.path(tmp_path): r.path(tmp_path).stat().st_mtime_ns for r in runs}
@@ -68,7 +68,7 @@ def test_resume_skips_finished_runs(tmp_path):
 
 def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent):
     with temp_agent("exploding", Exploding), temp_agent("nan_loss", NaNLoss):
-        runs, _ = plan(["exploding", "random", "nan_loss"], [EFFICIENCY], SMOKE, seeds=1)
+        runs, _ = plan(["exploding", "random", "nan_loss"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
         out = run_sweep(runs, tmp_path, workers=1)
     by_agent = {r["agent"]: r for r in out.done}
     assert by_agent["random"]["status"] == "ok"
@@ -84,7 +84,7 @@ def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent
 
 
 def test_interrupted_write_leaves_previous_record(tmp_path, monkeypatch):
-    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
     run_sweep(runs, tmp_path, workers=1)
     path = runs[0].path(tmp_path)
     before = path.read_bytes()
@@ -106,7 +106,7 @@ def test_interrupted_write_leaves_previous_record(tmp_path, monkeypatch):
 
 
 def test_corrupt_record_is_named_and_rerun(tmp_path):
-    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
     path = runs[0].path(tmp_path)
     path.parent.mkdir(parents=True)
     path.write_text('{"agent": "random", "metr')
@@ -118,7 +118,7 @@ def test_corrupt_record_is_named_and_rerun(tmp_path):
 
 
 def test_record_fields(tmp_path):
-    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
     record = run_sweep(runs, tmp_path, workers=1).done[0]
     for key in ("agent", "task", "suite", "seed", "profile", "status", "error", "metrics", "env_steps",
                 "wall_time_s", "config", "code_version"):
@@ -134,7 +134,7 @@ def test_record_fields(tmp_path):
 
 
 def test_process_pool_matches_in_process(tmp_path):
-    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2, tasks=["harlow"])
     serial = {r["seed"]: r["metrics"] for r in run_sweep(runs, tmp_path / "a", workers=1).done}
     pooled = {r["seed"]: r["metrics"] for r in run_sweep(runs, tmp_path / "b", workers=2).done}
     strip = lambda m: {k: v for k, v in m.items() if k != "train_env_steps_per_s"}  # noqa: E731
