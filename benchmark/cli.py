@@ -33,20 +33,22 @@ def list_() -> None:
     from .profiles import PROFILES
     from .suites import SUITES
 
+    w = max(len(n) for n in [*AGENTS, *FAMILIES, *SUITES, *PROFILES]) + 1
     typer.echo("agents:")
     for name, entry in AGENTS.items():
-        typer.echo(f"  {name:<16} {entry.summary}")
+        only = f" (runs on {', '.join(entry.tasks)})" if entry.tasks else ""
+        typer.echo(f"  {name:<{w}} {entry.summary}{only}")
     typer.echo("tasks:")
     for name in FAMILIES:
         f = make_family(name)
-        typer.echo(f"  {name:<16} obs {f.obs_dim}, {f.action_space.kind} actions ({f.action_space.n}), "
+        typer.echo(f"  {name:<{w}} obs {f.obs_dim}, {f.action_space.kind} actions ({f.action_space.n}), "
                    f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial")
     typer.echo("suites:")
     for name, suite in SUITES.items():
-        typer.echo(f"  {name:<16} {', '.join(suite.tasks)}: {suite.summary}")
+        typer.echo(f"  {name:<{w}} {', '.join(suite.tasks)}: {suite.summary}")
     typer.echo("profiles:")
     for name, prof in PROFILES.items():
-        typer.echo(f"  {name:<16} {prof.seeds} seeds; {prof.summary}")
+        typer.echo(f"  {name:<{w}} {prof.seeds} seeds; {prof.summary}")
 
 
 @app.command()

@@ -139,3 +139,10 @@ def test_process_pool_matches_in_process(tmp_path):
     pooled = {r["seed"]: r["metrics"] for r in run_sweep(runs, tmp_path / "b", workers=2).done}
     strip = lambda m: {k: v for k, v in m.items() if k != "train_env_steps_per_s"}  # noqa: E731
     assert {s: strip(m) for s, m in serial.items()} == {s: strip(m) for s, m in pooled.items()}
+
+
+def test_ablations_run_only_on_their_tasks():
+    """MetODS ablations are the paper's Harlow/maze experiments: `--agents all` does not run them on MuJoCo."""
+    runs, notes = plan(["metods_s1", "metods"], [EFFICIENCY], SMOKE, seeds=1)
+    assert [(r.task, r.agent) for r in runs] == [("harlow", "metods_s1"), ("harlow", "metods"), ("ant_dir", "metods")]
+    assert notes == ["metods_s1 runs on harlow, maze only; skipped on ant_dir"]
