@@ -27,7 +27,7 @@ environment costs ~12 ms, so a family keeps a pool of them and an
 environment borrows B of them for its lifetime. Each episode's reset noise is
 seeded from the task's key and the episode index, so a task runs the same
 alone or inside any batch. Asynchronous workers were measured against this
-loop (``python -m metabench.throughput --locomotion``; README); on this
+loop (``python -m metabench.throughput --simulation``; reports/throughput.md); on this
 2-core machine, where a sweep already runs one process per core, they lose.
 """
 
