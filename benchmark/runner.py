@@ -154,6 +154,10 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         config = entry.config(family, profile)
         if resolve_config(spec.agent, spec.task, profile, spec.seed) != spec.config:
             raise RuntimeError("the config changed between planning and running")
+        # A worker runs many runs: without a reset, torch.compile's graphs of earlier runs (one per batch
+        # shape and config) count against its recompile limit of 8, and later runs fall back to eager (a
+        # maze ablation sweep hit the limit at the start of a worker's fourth run). Each run starts afresh.
+        torch.compiler.reset()
         torch.manual_seed(spec.seed)
         agent = entry.build(family, config, spec.seed)
         budget = profile.budget(spec.task)
