@@ -69,7 +69,7 @@ PROFILES.add("smoke", Profile(
 ))
 PROFILES.add("quick", Profile(
     name="quick", summary="at most ~20 minutes a run on 2 CPU cores; what this repository commits",
-    seeds=5, train_env_steps={"harlow": 3_000_000, "maze": 2_000_000, **dict.fromkeys(LOCOMOTION, 1_000_000)},
+    seeds=5, train_env_steps={"harlow": 3_000_000, "maze": 2_000_000, **dict.fromkeys(LOCOMOTION, 500_000)},
     test_tasks=1024, curve_tasks=256, curve_points=20, eval_tasks=dict.fromkeys(LOCOMOTION, (256, 64)),
 ))
 PROFILES.add("paper", Profile(
