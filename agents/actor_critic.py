@@ -39,7 +39,7 @@ from torch import nn
 from metabench.envs.base import ActionSpace, TaskFamily, task_generator
 from metabench.profiles import LOCOMOTION
 
-from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, keep_inactive
+from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, keep_inactive, merged_defaults
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # seconds a run (CI, the regression gate): no compile, small batches, 2 PPO epochs x 2 minibatches
     "smoke": {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
 }
-PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator
-    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
-}
 
 
 class RecurrentAgent(Agent):
@@ -197,12 +193,7 @@ class RecurrentAgent(Agent):
 
     @classmethod
     def default_config(cls, family: TaskFamily, profile) -> ActorCriticConfig:
-        return cls.Config(**{
-            **TASK_DEFAULTS.get(family.name, {}),
-            **cls.core_defaults.get(family.name, {}),
-            **PROFILE_DEFAULTS.get(profile.name, {}),
-            **PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {}),
-        })
+        return cls.Config(**merged_defaults(family, profile, (TASK_DEFAULTS, cls.core_defaults), PROFILE_DEFAULTS))
 
     def __init__(self, family: TaskFamily, config: ActorCriticConfig, seed: int):
         super().__init__(family, config, seed)

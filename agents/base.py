@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 
 from metabench.envs.base import ActionSpace, TaskFamily
+from metabench.profiles import LOCOMOTION
 
 if TYPE_CHECKING:
     from metabench.profiles import Profile
@@ -93,6 +94,25 @@ class TrainingMonitor(Protocol):
 
         Raises :class:`TrainingDiverged` if any scalar is not finite.
         """
+
+
+PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    # smoke on MuJoCo, every agent: one update of 16 trials x 200 steps of a ~5k steps/s simulator
+    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
+}
+"""Settings for one (profile, task family) pair, shared by every agent that has the field."""
+
+
+def merged_defaults(family: TaskFamily, profile: "Profile", per_task: tuple[Mapping[str, dict[str, Any]], ...],
+                    per_profile: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """An agent's default hyperparameters, later layers winning: its per-family tables (in order), its
+    per-profile table, then :data:`PROFILE_TASK_DEFAULTS` for this (profile, family)."""
+    out: dict[str, Any] = {}
+    for table in per_task:
+        out.update(table.get(family.name, {}))
+    out.update(per_profile.get(profile.name, {}))
+    out.update(PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {}))
+    return out
 
 
 @dataclass(frozen=True)

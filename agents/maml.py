@@ -60,7 +60,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .actor_critic import Rollout, clip_grad_norm, sample_action
-from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive
+from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive, merged_defaults
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,6 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": {"batch_tasks": 64, "ppo_epochs": 2, "minibatches": 2},
-}
-PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
 }
 
 
@@ -193,8 +190,7 @@ class MAMLAgent(Agent):
 
     @classmethod
     def default_config(cls, family: TaskFamily, profile) -> MAMLConfig:
-        return cls.Config(**{**TASK_DEFAULTS.get(family.name, {}), **PROFILE_DEFAULTS.get(profile.name, {}),
-                             **PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {})})
+        return cls.Config(**merged_defaults(family, profile, (TASK_DEFAULTS,), PROFILE_DEFAULTS))
 
     def __init__(self, family: TaskFamily, config: MAMLConfig, seed: int):
         super().__init__(family, config, seed)

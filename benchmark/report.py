@@ -138,9 +138,7 @@ def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
         return "—" if v is None or ref is None else _fmt(v / ref)
 
     def paper(task_name: str, agent: str) -> str:
-        p = paper_value(task_name, agent, "normalized_return")
-        if p is None and agent in AGENTS and (fallback := AGENTS.get(agent).paper_fallback):
-            p = paper_value(task_name, fallback, "normalized_return")
+        p = _paper((task_name, "normalized_return", 1.0), agent)
         return "—" if p is None else _fmt(p.value)
 
     for agent, intact in ret.intact.items():
@@ -486,7 +484,7 @@ def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
             ax.bar(i + 0.2, hurt / scale, 0.4, color=f"C{i}", alpha=0.45, hatch="//",
                    label="one actuator frozen" if i == 0 else None)
         for dx, name in ((-0.2, task), (0.2, f"{task}{drawn}")):
-            if ret.reference and (p := paper_value(name, agent, "normalized_return")):
+            if ret.reference and (p := _paper((name, "normalized_return", 1.0), agent)):
                 ax.plot(i + dx, p.value, "kD", label="paper" if (i, dx) == (0, -0.2) else None)
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xticks(range(len(agents)), agents, rotation=20)

@@ -1,0 +1,38 @@
+"""The impairment report (the paper's Fig. 6 right) from hand-made records: normalisation, paper values, retention."""
+
+from pathlib import Path
+
+from metabench.envs import FAMILIES
+from metabench.report import Group, retention_table
+
+
+def _record(agent: str, intact: float, frozen: float, per_joint: dict[int, float]) -> tuple[Path, dict]:
+    metrics = {"episode_return": intact, "episode_return_frozen": frozen,
+               **{f"episode_return_frozen_j{k}": v for k, v in per_joint.items()}}
+    return Path(f"{agent}.json"), {"agent": agent, "seed": 0, "metrics": metrics}
+
+
+def _cells(lines: list[str], agent: str) -> list[str]:
+    row = next(line for line in lines if line.startswith(f"| `{agent}` |"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def test_retention_table_normalises_by_the_best_unimpaired_agent_beside_the_paper():
+    family = FAMILIES.get("impairment_cheetah")()
+    group = Group(ok={"metods": [_record("metods", 200.0, 100.0, {0: 50.0})],
+                      "rl2": [_record("rl2", 100.0, 80.0, {0: 100.0})]}, failed=[])
+    lines = retention_table("impairment_cheetah", family, group)
+    # agent, unimpaired, impaired, normalised, paper, impaired normalised, paper, retention
+    assert _cells(lines, "metods") == ["`metods`", "200.00", "100.00", "1.00", "1.00", "0.50", "0.80", "0.50"]
+    assert _cells(lines, "rl2") == ["`rl2`", "100.00", "80.00", "0.50", "0.97", "0.40", "0.59", "0.80"]
+    per_joint = lines[lines.index(next(x for x in lines if x.startswith("Retention per frozen actuator"))):]
+    assert _cells(per_joint, "metods")[1:3] == ["0.25", "—"]
+    assert _cells(per_joint, "rl2")[1] == "1.00"
+
+
+def test_retention_table_says_when_no_agent_has_a_positive_unimpaired_return():
+    family = FAMILIES.get("impairment_ant")()
+    group = Group(ok={"random": [_record("random", -30.0, -35.0, {})]}, failed=[])
+    lines = retention_table("impairment_ant", family, group)
+    assert any("undefined here" in line for line in lines)
+    assert _cells(lines, "random")[3] == "—"
