@@ -45,7 +45,7 @@ CASES = {
     "rl2-maze-ppo": ("rl2", "maze", {}),
     "maml-harlow-ppo": ("maml", "harlow", {}),  # MAML's training defaults (eager only: no compile option)
     "maml-maze-ppo": ("maml", "maze", {}),
-    "metods-ant_dir-ppo": ("metods", "ant_dir", {}),  # the MuJoCo training defaults (PPO 4 x 4, 32 trials)
+    "metods-ant_dir-ppo": ("metods", "ant_dir", {}),  # the MuJoCo training defaults (PPO 4 x 4, 128 trials; MAML 32)
     "rl2-ant_dir-ppo": ("rl2", "ant_dir", {}),
     "maml-ant_dir-ppo": ("maml", "ant_dir", {}),
 }
