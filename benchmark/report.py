@@ -562,6 +562,8 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]], aggs: dict
                         f"--agents {','.join(agents)}`; full table: [`reports/{suite_name}.md`]"
                         f"(reports/{suite_name}.md))", ""]
                 agg = aggs.get((suite_name, profile))
+                if agg is not None and agg.tasks != [task]:  # the IQM of this task alone, or no column
+                    agg = None
                 head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means"]
                 if agg:
                     head.append("normalised IQM [95 % CI]")
@@ -574,7 +576,7 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]], aggs: dict
                            seeds or "—"]
                     if agg:
                         iv = agg.intervals["IQM"].get(agent)
-                        row.append(iv.fmt() if iv and len(agg.tasks) == 1 else "—")
+                        row.append(iv.fmt() if iv else "—")
                     out.append("| " + " | ".join(row) + " |")
                 out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -36,3 +36,20 @@ def test_retention_table_says_when_no_agent_has_a_positive_unimpaired_return():
     lines = retention_table("impairment_ant", family, group)
     assert any("undefined here" in line for line in lines)
     assert _cells(lines, "random")[3] == "—"
+
+
+def test_readme_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
+    from metabench.report import Aggregates, readme_summary
+    from metabench.stats import Interval
+
+    def group(agent: str, value: float) -> Group:
+        return Group(ok={agent: [(Path("r.json"), {"agent": agent, "seed": 0,
+                                                   "metrics": {"episode_return": value}})]}, failed=[])
+
+    groups = {("quick", "harlow"): group("rl2", 4.5), ("quick", "ant_dir"): group("rl2", -7.0)}
+    agg = Aggregates(tasks=["harlow"], bounds={}, scores={}, intervals={"IQM": {"rl2": Interval(0.9, 0.8, 1.0)}},
+                     improvement={}, curves={})
+    text = readme_summary({"efficiency": groups}, {("efficiency", "quick"): agg})
+    harlow, ant = text.split("**efficiency / `ant_dir`")[0], text.split("**efficiency / `ant_dir`")[1]
+    assert "0.90 [0.80, 1.00]" in harlow and "normalised IQM" in harlow
+    assert "0.90" not in ant and "normalised IQM" not in ant
