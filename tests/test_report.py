@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from metabench.envs import FAMILIES
 from metabench.report import Group, retention_table
 
@@ -49,7 +51,26 @@ def test_readme_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
     groups = {("quick", "harlow"): group("rl2", 4.5), ("quick", "ant_dir"): group("rl2", -7.0)}
     agg = Aggregates(tasks=["harlow"], bounds={}, scores={}, intervals={"IQM": {"rl2": Interval(0.9, 0.8, 1.0)}},
                      improvement={}, curves={})
-    text = readme_summary({"efficiency": groups}, {("efficiency", "quick"): agg})
+    text = readme_summary({"efficiency": groups}, {("efficiency", "quick", "harlow"): agg})
     harlow, ant = text.split("**efficiency / `ant_dir`")[0], text.split("**efficiency / `ant_dir`")[1]
     assert "0.90 [0.80, 1.00]" in harlow and "normalised IQM" in harlow
     assert "0.90" not in ant and "normalised IQM" not in ant
+
+
+def test_a_task_without_a_ceiling_is_normalised_by_the_best_agent(monkeypatch):
+    from metabench import stats
+    from metabench.report import aggregates, aggregates_markdown
+
+    monkeypatch.setattr(stats, "random_level", lambda task, n_tasks=1024: -30.0)
+    runs = {"random": (-31.0, -29.0), "metods": (-12.0, -8.0), "rl2": (-8.0, -6.0)}
+    group = Group(ok={a: [(Path(f"{a}{i}.json"), {"agent": a, "seed": i, "metrics": {"episode_return": v}})
+                          for i, v in enumerate(vals)] for a, vals in runs.items()}, failed=[])
+    agg = aggregates("efficiency", "quick", {("quick", "ant_dir"): group})
+    assert agg.tasks == ["ant_dir"] and agg.best_agent_high == {"ant_dir"}
+    assert agg.bounds["ant_dir"] == (-30.0, -7.0)
+    assert sorted(agg.scores["rl2"].ravel().tolist()) == pytest.approx([22 / 23, 24 / 23])
+    assert "best agent's mean here" in "\n".join(aggregates_markdown(agg))
+    # no agent above random actions: nothing to normalise by
+    worse = Group(ok={"maml": [(Path("m.json"), {"agent": "maml", "seed": 0, "metrics": {"episode_return": -40.0}})]},
+                  failed=[])
+    assert aggregates("efficiency", "quick", {("quick", "ant_dir"): worse}) is None
