@@ -301,7 +301,8 @@ def aggregates(suite_name: str, profile: str, groups: dict[tuple[str, str], Grou
 
 def _best_agent_bounds(task: str, group: Group) -> tuple[float, float] | None:
     """(random, the best agent's mean over seeds) for a task with no documented ceiling; None if no agent
-    beats random actions there, or lower is better."""
+    beats random actions there, or lower is better. Random's level is the `random` agent's own records
+    (the same held-out tasks) where there are some, else :func:`stats.random_level`."""
     from . import stats
 
     family = make_family(task)
@@ -309,7 +310,8 @@ def _best_agent_bounds(task: str, group: Group) -> tuple[float, float] | None:
     if not family.metric(metric).higher_is_better:
         return None
     means = [v for runs in group.ok.values() if (v := _seed_mean([r for _, r in runs], metric)) is not None]
-    low = stats.random_level(task)
+    low = _seed_mean([r for _, r in group.ok.get("random", [])], metric)
+    low = stats.random_level(task) if low is None else low
     high = max(means, default=low)
     return (low, high) if high > low else None
 

@@ -61,16 +61,23 @@ def test_a_task_without_a_ceiling_is_normalised_by_the_best_agent(monkeypatch):
     from metabench import stats
     from metabench.report import aggregates, aggregates_markdown
 
-    monkeypatch.setattr(stats, "random_level", lambda task, n_tasks=1024: -30.0)
-    runs = {"random": (-31.0, -29.0), "metods": (-12.0, -8.0), "rl2": (-8.0, -6.0)}
-    group = Group(ok={a: [(Path(f"{a}{i}.json"), {"agent": a, "seed": i, "metrics": {"episode_return": v}})
-                          for i, v in enumerate(vals)] for a, vals in runs.items()}, failed=[])
+    def group_of(runs: dict[str, tuple[float, ...]]) -> Group:
+        return Group(ok={a: [(Path(f"{a}{i}.json"), {"agent": a, "seed": i, "metrics": {"episode_return": v}})
+                             for i, v in enumerate(vals)] for a, vals in runs.items()}, failed=[])
+
+    def no_simulation(task, n_tasks=1024):
+        raise AssertionError("random's level comes from its records")
+
+    # random's level: the `random` agent's records on the same test tasks
+    monkeypatch.setattr(stats, "random_level", no_simulation)
+    group = group_of({"random": (-31.0, -29.0), "metods": (-12.0, -8.0), "rl2": (-8.0, -6.0)})
     agg = aggregates("efficiency", "quick", {("quick", "ant_dir"): group})
     assert agg.tasks == ["ant_dir"] and agg.best_agent_high == {"ant_dir"}
     assert agg.bounds["ant_dir"] == (-30.0, -7.0)
     assert sorted(agg.scores["rl2"].ravel().tolist()) == pytest.approx([22 / 23, 24 / 23])
     assert "best agent's mean here" in "\n".join(aggregates_markdown(agg))
-    # no agent above random actions: nothing to normalise by
-    worse = Group(ok={"maml": [(Path("m.json"), {"agent": "maml", "seed": 0, "metrics": {"episode_return": -40.0}})]},
-                  failed=[])
-    assert aggregates("efficiency", "quick", {("quick", "ant_dir"): worse}) is None
+    # without random's records, random's level is simulated; no agent above it: nothing to normalise by
+    monkeypatch.setattr(stats, "random_level", lambda task, n_tasks=1024: -30.0)
+    assert aggregates("efficiency", "quick", {("quick", "ant_dir"): group_of({"rl2": (-7.0, -7.0)})}).bounds == {
+        "ant_dir": (-30.0, -7.0)}
+    assert aggregates("efficiency", "quick", {("quick", "ant_dir"): group_of({"maml": (-40.0, -41.0)})}) is None
