@@ -126,16 +126,25 @@ def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     drawn = next(iter(variants))
     metric = family.primary_metric
     ref = ret.reference
+    low = ret.intact.get("random")
+    best = max(ret.intact.values(), default=None)
+    anchored = low is not None and best is not None and best > low
     out = [f"Impairment (`{task}`): the same trained agents, scored again with {variants[drawn]}. "
-           f"Normalised = {metric} / the best agent's unimpaired {metric} "
+           f"Normalised (the paper's Fig. 6) = {metric} / the best agent's unimpaired {metric} "
            + (f"({_fmt(ref)}, here)" if ref else "(undefined here: no agent's unimpaired return is positive)")
-           + "; retention = impaired / unimpaired, per agent; means over seeds.", ""]
+           + "; retention = impaired / unimpaired, per agent (defined for a positive unimpaired return)"
+           + (f"; above random = ({metric} − random's unimpaired {_fmt(low)}) / (the best agent's "
+              f"unimpaired {_fmt(best)} − random's), defined whatever the sign" if anchored else "")
+           + "; means over seeds.", ""]
     head = ["agent", "unimpaired", "impaired", "normalised", "paper", "impaired normalised", "paper",
-            "retention"]
+            "retention"] + (["above random: unimpaired", "above random: impaired"] if anchored else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def norm(v: float | None) -> str:
         return "—" if v is None or ref is None else _fmt(v / ref)
+
+    def above(v: float | None) -> list[str]:
+        return [] if not anchored else ["—" if v is None else _fmt((v - low) / (best - low))]
 
     def paper(task_name: str, agent: str) -> str:
         p = _paper((task_name, "normalized_return", 1.0), agent)
@@ -144,18 +153,22 @@ def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     for agent, intact in ret.intact.items():
         hurt = ret.impaired[agent].get(drawn)
         keep = "—" if hurt is None or intact <= 0 else _fmt(hurt / intact)
-        lines.append(f"| `{agent}` | {_fmt(intact)} | {'—' if hurt is None else _fmt(hurt)} | {norm(intact)} | "
-                     f"{paper(task, agent)} | {norm(hurt)} | {paper(f'{task}{drawn}', agent)} | {keep} |")
+        cells = [f"`{agent}`", _fmt(intact), "—" if hurt is None else _fmt(hurt), norm(intact), paper(task, agent),
+                 norm(hurt), paper(f"{task}{drawn}", agent), keep, *above(intact), *above(hurt)]
+        lines.append("| " + " | ".join(cells) + " |")
     out += lines + [""]
     per_joint = [s for s in variants if s != drawn]
     if per_joint:
-        out += [f"Retention per frozen actuator (`{task}`; impaired / unimpaired {metric}, all test tasks "
-                "with that actuator frozen):", ""]
-        head = ["agent"] + [s.rsplit("_", 1)[1] for s in per_joint]
+        out += [f"Per frozen actuator (`{task}`; {metric} with that actuator frozen in every test task, mean "
+                "over seeds; in brackets the retention, impaired / unimpaired, where the unimpaired return is "
+                "positive):", ""]
+        head = ["agent", "unimpaired"] + [s.rsplit("_", 1)[1] for s in per_joint]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for agent, intact in ret.intact.items():
-            cells = [_fmt(v / intact) if (v := ret.impaired[agent].get(s)) is not None and intact > 0 else "—"
-                     for s in per_joint]
+            cells = [_fmt(intact)]
+            for s in per_joint:
+                v = ret.impaired[agent].get(s)
+                cells.append("—" if v is None else _fmt(v) + (f" ({_fmt(v / intact)})" if intact > 0 else ""))
             out.append(f"| `{agent}` | " + " | ".join(cells) + " |")
         out.append("")
     return out

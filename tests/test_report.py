@@ -27,17 +27,23 @@ def test_retention_table_normalises_by_the_best_unimpaired_agent_beside_the_pape
     # agent, unimpaired, impaired, normalised, paper, impaired normalised, paper, retention
     assert _cells(lines, "metods") == ["`metods`", "200.00", "100.00", "1.00", "1.00", "0.50", "0.80", "0.50"]
     assert _cells(lines, "rl2") == ["`rl2`", "100.00", "80.00", "0.50", "0.97", "0.40", "0.59", "0.80"]
-    per_joint = lines[lines.index(next(x for x in lines if x.startswith("Retention per frozen actuator"))):]
-    assert _cells(per_joint, "metods")[1:3] == ["0.25", "—"]
-    assert _cells(per_joint, "rl2")[1] == "1.00"
+    per_joint = lines[lines.index(next(x for x in lines if x.startswith("Per frozen actuator"))):]
+    assert _cells(per_joint, "metods")[1:4] == ["200.00", "50.00 (0.25)", "—"]
+    assert _cells(per_joint, "rl2")[2] == "100.00 (1.00)"
+    assert not any("above random" in line for line in lines)  # no random agent: no anchor
 
 
-def test_retention_table_says_when_no_agent_has_a_positive_unimpaired_return():
+def test_retention_table_anchors_negative_returns_on_random():
     family = FAMILIES.get("impairment_ant")()
-    group = Group(ok={"random": [_record("random", -30.0, -35.0, {})]}, failed=[])
+    group = Group(ok={"random": [_record("random", -30.0, -20.0, {0: -25.0})],
+                      "rl2": [_record("rl2", -10.0, 0.0, {0: -5.0})]}, failed=[])
     lines = retention_table("impairment_ant", family, group)
     assert any("undefined here" in line for line in lines)
-    assert _cells(lines, "random")[3] == "—"
+    # the paper's ratios are undefined; above random: (x + 30) / (-10 + 30)
+    assert _cells(lines, "rl2") == ["`rl2`", "-10.00", "0.00", "—", "0.75", "—", "0.28", "—", "1.00", "1.50"]
+    assert _cells(lines, "random")[-2:] == ["0.00", "0.50"]
+    per_joint = lines[lines.index(next(x for x in lines if x.startswith("Per frozen actuator"))):]
+    assert _cells(per_joint, "rl2")[1:3] == ["-10.00", "-5.00"]
 
 
 def test_readme_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
