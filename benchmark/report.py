@@ -507,7 +507,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.set_xscale("log")
         ax.set_xlabel("meta-training env steps" + (" (log scale)" if log_x else ""))
         ax.set_ylabel(metric)
-        ax.set_title(f"{task}: held-out {metric} along meta-training\n(mean over seeds, 95% CI band)")
+        ax.set_title(f"{task}: held-out {metric}\nalong meta-training (mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
     return _png(fig)
@@ -531,7 +531,7 @@ def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
     ax.set_xticks(range(len(agents)), agents, rotation=20)
     ax.legend(fontsize=8)
     what = "return ÷ best unimpaired" if ret.reference else "raw return (none positive)"
-    ax.set_title(f"{task}: {what}\n(mean over seeds; ◆ paper)")
+    ax.set_title(f"{task}: {what}\n(mean over seeds" + ("; ◆ paper)" if ret.reference else ")"))
 
 
 def _levels(ax, family: TaskFamily) -> None:
