@@ -126,9 +126,10 @@ def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     drawn = next(iter(variants))
     metric = family.primary_metric
     ref = ret.reference
-    low = ret.intact.get("random")
-    best = max(ret.intact.values(), default=None)
-    anchored = low is not None and best is not None and best > low
+    # the rliable normalisation of tasks with no ceiling, where the `random` agent was run
+    anchors = _best_agent_bounds(task, group, simulate_random=False)
+    anchored = anchors is not None
+    low, best = anchors if anchors else (None, None)
     out = [f"Impairment (`{task}`): the same trained agents, scored again with {variants[drawn]}. "
            f"Normalised (the paper's Fig. 6) = {metric} / the best agent's unimpaired {metric} "
            + (f"({_fmt(ref)}, here)" if ref else "(undefined here: no agent's unimpaired return is positive)")
@@ -312,10 +313,11 @@ def aggregates(suite_name: str, profile: str, groups: dict[tuple[str, str], Grou
                       stats.probability_of_improvement(scores, TARGET), curves, best_high)
 
 
-def _best_agent_bounds(task: str, group: Group) -> tuple[float, float] | None:
+def _best_agent_bounds(task: str, group: Group, simulate_random: bool = True) -> tuple[float, float] | None:
     """(random, the best agent's mean over seeds) for a task with no documented ceiling; None if no agent
     beats random actions there, or lower is better. Random's level is the `random` agent's own records
-    (the same held-out tasks) where there are some, else :func:`stats.random_level`."""
+    (the same held-out tasks) where there are some, else :func:`stats.random_level` (with
+    ``simulate_random``; without it, None)."""
     from . import stats
 
     family = make_family(task)
@@ -324,7 +326,10 @@ def _best_agent_bounds(task: str, group: Group) -> tuple[float, float] | None:
         return None
     means = [v for runs in group.ok.values() if (v := _seed_mean([r for _, r in runs], metric)) is not None]
     low = _seed_mean([r for _, r in group.ok.get("random", [])], metric)
-    low = stats.random_level(task) if low is None else low
+    if low is None:
+        if not simulate_random:
+            return None
+        low = stats.random_level(task)
     high = max(means, default=low)
     return (low, high) if high > low else None
 
@@ -663,7 +668,9 @@ def build_reports(results: Path) -> Built:
                     files[f"{FIGURES}/{suite_name}-{profile}-stats.png"] = aggregates_figure(suite_name, profile, agg)
         files[f"{suite_name}.md"] = suite_markdown(suite_name, groups, tuple(pictured), aggs).encode()
         for (p, task), group in groups.items():
-            if group.ok and (agg := aggregates(suite_name, p, {(p, task): group})) is not None and agg.scores:
+            if (agg := aggs.get(p)) is not None and agg.tasks == [task]:
+                task_aggs[(suite_name, p, task)] = agg  # the suite's aggregate is this task's alone
+            elif group.ok and (agg := aggregates(suite_name, p, {(p, task): group})) is not None and agg.scores:
                 task_aggs[(suite_name, p, task)] = agg
     return Built(files, warnings, readme_summary(by_suite, task_aggs) if by_suite else "")
 
