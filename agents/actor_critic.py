@@ -258,7 +258,7 @@ class RecurrentAgent(Agent):
         gen = task_generator(self.seed, "train")
         steps = episodes = 0
         while True:
-            ro = self.collect(family, gen)
+            ro = self.collect(family.training_family(steps / max(budget_env_steps, 1)), gen)
             n = int(ro.active.sum())
             if steps + n > budget_env_steps:
                 break

@@ -189,6 +189,15 @@ class TaskFamily(ABC):
     @abstractmethod
     def make_env(self, tasks: TaskBatch) -> BatchedEnv: ...
 
+    def training_family(self, progress: float) -> "TaskFamily":
+        """The family a trainer draws its training trials from at ``progress`` in [0, 1] of its budget.
+
+        A curriculum's hook (Harlow's ``curriculum``); this family itself by default. Held-out
+        evaluation always runs the family itself, so a curriculum must keep ``obs_dim`` and
+        the action space, and should end on the task as specified.
+        """
+        return self
+
     def evaluation_variants(self) -> dict[str, "TaskFamily"]:
         """Families a trained agent is also scored on, by metric-name suffix.
 

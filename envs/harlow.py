@@ -61,6 +61,13 @@ class HarlowConfig(FamilyConfig):
     rewritten from the current input (MetODS's Hebbian write) needs to bind them. With it
     and ``item_dim=8``, MetODS S=1 left chance on Harlow (0.63 choice accuracy at 2.8 M
     steps); without it, no MetODS setting we tried did."""
+    curriculum: tuple[float, float] | None = None
+    """A training curriculum on the selected-item cue (ours; None: none). With ``(a, b)``,
+    0 <= a < b <= 1, the observation carries the slot of ``show_selected``; the task itself,
+    which held-out evaluation runs, leaves it at zero (the task as specified, plus one
+    constant input), while training trials (:meth:`Harlow.training_family`) fill it for a
+    share of them that is 1 until fraction ``a`` of the training budget and falls linearly to
+    0 at fraction ``b``: the rest of training runs on the task as specified."""
 
     def __post_init__(self):
         if self.line_length < 3 or self.line_length % 2 == 0:
@@ -69,8 +76,19 @@ class HarlowConfig(FamilyConfig):
             raise ValueError("presentations, max_steps and item_dim must be positive")
         if self.bayes_optimal_return <= 0:
             raise ValueError("the rewards give a Bayes-optimal return <= 0; fraction_of_optimal would be meaningless")
+        if self.curriculum is not None:
+            a, b = self.curriculum
+            if not 0 <= a < b <= 1:
+                raise ValueError(f"curriculum must be (a, b) with 0 <= a < b <= 1, got {self.curriculum!r}")
+            if self.show_selected:
+                raise ValueError("curriculum fades the show_selected cue out; do not also set show_selected")
         if self.position_coding not in ("scalar", "onehot"):
             raise ValueError(f"position_coding must be 'scalar' or 'onehot', got {self.position_coding!r}")
+
+    @property
+    def selected_slot(self) -> bool:
+        """Whether the observation has the selected-item slot (``show_selected`` or a curriculum)."""
+        return self.show_selected or self.curriculum is not None
 
     @property
     def centre(self) -> int:
@@ -117,6 +135,9 @@ class HarlowEnv(BatchedEnv):
         self.correct_after_first = torch.zeros(b, dtype=torch.int64)
         self.t = torch.zeros(b, dtype=torch.int64)
         self.ret = torch.zeros(b)
+        # Trials whose selected-item slot is filled: all with show_selected, a drawn share under a curriculum.
+        share = 1.0 if self.cfg.show_selected else family.cue_share
+        self.cue = (rng.uniform(tasks.key, 0x5E1EC7) < share).to(torch.float32).unsqueeze(1)
 
     @property
     def done(self) -> torch.Tensor:
@@ -150,8 +171,8 @@ class HarlowEnv(BatchedEnv):
         left = self.tasks.items[idx, self.left_item] * shown
         right = self.tasks.items[idx, 1 - self.left_item] * shown
         parts = [pos, left, right, shown]
-        if cfg.show_selected:
-            was = (self.selected >= 0).to(torch.float32).unsqueeze(1)
+        if cfg.selected_slot:
+            was = (self.selected >= 0).to(torch.float32).unsqueeze(1) * self.cue
             parts.append(self.tasks.items[idx, self.selected.clamp(min=0)] * was)
         return torch.cat(parts, dim=1)
 
@@ -219,6 +240,18 @@ class Harlow(TaskFamily):
         MetricSpec("choices", True, "presentations answered in the episode (of P)"),
     )
 
+    def __init__(self, config: HarlowConfig | None = None, cue_share: float = 0.0):
+        super().__init__(config)
+        self.cue_share = float(cue_share)
+        """Share of trials whose selected-item slot is filled under a curriculum (0 for the task itself)."""
+
+    def training_family(self, progress: float) -> "Harlow":
+        """Under ``curriculum=(a, b)``: this task with the cue on a share 1 until a, falling to 0 at b."""
+        if self.config.curriculum is None:
+            return self
+        a, b = self.config.curriculum
+        return Harlow(self.config, cue_share=min(1.0, max(0.0, (b - progress) / (b - a))))
+
     def reference_levels(self) -> dict[str, float]:
         cfg = self.config
         return {f"maximum {cfg.max_return:.1f}": cfg.max_return,
@@ -232,7 +265,7 @@ class Harlow(TaskFamily):
     def obs_dim(self) -> int:
         cfg = self.config
         pos = 1 if cfg.position_coding == "scalar" else cfg.line_length
-        return pos + (3 if cfg.show_selected else 2) * cfg.item_dim + 1
+        return pos + (3 if cfg.selected_slot else 2) * cfg.item_dim + 1
 
     @property
     def action_space(self) -> ActionSpace:

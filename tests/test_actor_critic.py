@@ -242,3 +242,27 @@ def test_clip_grad_norm_survives_float32_overflow_of_the_norm():
     assert float(p.grad[0]) == pytest.approx(1e-3)
     q.grad = torch.tensor([float("nan"), 0.0, 0.0])
     assert not math.isfinite(float(clip_grad_norm([p, q], 1.0)))
+
+
+class _CurriculumSpy(Harlow):
+    """Harlow that records the progress each training batch is drawn at."""
+
+    def __init__(self, config=None, cue_share: float = 0.0):
+        super().__init__(config, cue_share)
+        self.asked: list[float] = []
+
+    def training_family(self, progress: float) -> Harlow:
+        self.asked.append(progress)
+        return super().training_family(progress)
+
+
+@pytest.mark.parametrize("name", ["rl2", "maml"])
+def test_trainers_draw_training_trials_from_the_curriculum(name):
+    family = _CurriculumSpy(HarlowConfig(curriculum=(0.0, 0.5)))
+    entry = AGENTS.get(name)
+    agent = entry.build(family, entry.config(family, PROFILES.get("smoke")), seed=0)
+    steps = agent.meta_train(family, 20_000, Monitor())
+    asked = family.asked
+    assert len(asked) >= 3 and asked[0] == 0.0
+    assert all(b > a for a, b in zip(asked, asked[1:])) and asked[-1] <= 1.0
+    assert steps > 0

@@ -434,6 +434,51 @@ def test_show_selected_shows_the_chosen_item_with_its_outcome(item_dim):
     assert torch.equal(obs[:, :, : 2 * item_dim + 2], base["obs"])
 
 
+def _selected_slots(family: Harlow, n: int = 256, seed: int = 29, item_dim: int = 4):
+    """The selected-item slot over a random-action trial of ``family``'s env, and the show_selected reference."""
+    tasks = family.sample_tasks(n, "train", task_generator(seed, "train"))
+    g = torch.Generator().manual_seed(7)
+    log = run(family.make_env(tasks), lambda env, obs: torch.randint(0, 2, (n,), generator=g))
+    shown = make(n, seed=seed, split="train", show_selected=True, item_dim=item_dim)[2]
+    g = torch.Generator().manual_seed(7)
+    ref = run(shown, lambda env, obs: torch.randint(0, 2, (n,), generator=g))
+    assert torch.equal(log["obs"][:, :, : 2 * item_dim + 2], ref["obs"][:, :, : 2 * item_dim + 2])
+    return log["obs"][:, :, 2 * item_dim + 2:], ref["obs"][:, :, 2 * item_dim + 2:]
+
+
+def test_curriculum_evaluates_on_the_task_as_specified_and_trains_with_a_fading_cue():
+    family = Harlow(HarlowConfig(item_dim=4, curriculum=(0.2, 0.6)))
+    assert family.obs_dim == Harlow(HarlowConfig(item_dim=4, show_selected=True)).obs_dim
+    # the task itself (what held-out evaluation runs): the slot is always zero
+    slot, ref = _selected_slots(family)
+    assert float(ref.abs().sum()) > 0 and float(slot.abs().sum()) == 0.0
+    # training: the cue on every trial until 0.2 of the budget, on none from 0.6, on a share in between
+    assert family.training_family(0.6).cue_share == 0.0 and family.training_family(1.0).cue_share == 0.0
+    for progress in (0.0, 0.2):
+        slot, ref = _selected_slots(family.training_family(progress))
+        assert torch.equal(slot, ref)
+    mid = family.training_family(0.4)
+    assert math.isclose(mid.cue_share, 0.5)
+    slot, ref = _selected_slots(mid, n=1024)
+    cued = slot.abs().sum((0, 2)) > 0
+    seen = ref.abs().sum((0, 2)) > 0  # trials that selected an item at all
+    assert torch.equal(slot[:, cued], ref[:, cued]) and float(slot[:, ~cued].abs().sum()) == 0.0
+    assert 0.4 < float(cued.sum()) / float(seen.sum()) < 0.6
+
+
+def test_no_curriculum_trains_on_the_family_itself():
+    family = Harlow()
+    assert family.training_family(0.0) is family and family.training_family(0.7) is family
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.6, 0.3)])
+def test_curriculum_validation(bad):
+    with pytest.raises(ValueError, match="curriculum"):
+        HarlowConfig(curriculum=bad)
+    with pytest.raises(ValueError, match="show_selected"):
+        HarlowConfig(curriculum=(0.1, 0.5), show_selected=True)
+
+
 # Random agent: the record says what the protocol computes -----------------------------------
 
 
