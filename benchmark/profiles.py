@@ -73,7 +73,7 @@ PROFILES.add("quick", Profile(
     # impairment_cheetah 1M: HalfCheetah never ends a trial early and simulates 4.5x faster, so its MetODS
     # run at 300k took 3 min (and learned nothing: ~12 updates). 128 test tasks per variant (θ is forward
     # or backward; every actuator is scored frozen in turn).
-    seeds=5, train_env_steps={"harlow": 3_000_000, "maze": 2_000_000, "ant_dir": 500_000,
+    seeds=5, train_env_steps={"harlow": 6_000_000, "maze": 2_000_000, "ant_dir": 500_000,
                               "impairment_ant": 300_000, "impairment_cheetah": 1_000_000},
     test_tasks=1024, curve_tasks=256, curve_points=20,
     eval_tasks={"ant_dir": (256, 64), "impairment_ant": (128, 64), "impairment_cheetah": (128, 64)},

@@ -186,7 +186,7 @@ def test_same_seed_same_parameters(name):
 
 
 def test_collect_counts_the_env_steps_meta_train_reports():
-    family = short_harlow(line_length=3, presentations=1, max_steps=10)  # episodes of 3-10 steps
+    family = short_harlow(line_length=3, presentations=1, max_steps=10, curriculum=None)  # episodes of 3-10 steps
     name = "rl2"
     cfg = smoke_config(name, family, batch_tasks=12, ppo_epochs=1, minibatches=1)
     agent = AGENTS.get(name).build(family, cfg, seed=0)

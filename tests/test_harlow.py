@@ -79,7 +79,8 @@ def test_spec_numbers():
     assert math.isclose(DEFAULT.bayes_optimal_return, 5.2)
     fam = Harlow()
     assert fam.action_space.discrete and fam.action_space.n == 2
-    assert fam.obs_dim == 1 + 2 * DEFAULT.item_dim + 1
+    # position, the two items, the phase flag, and the curriculum's selected-item slot (zero in evaluation)
+    assert fam.obs_dim == 1 + 3 * DEFAULT.item_dim + 1
     assert fam.episodes_per_trial == 1
     assert "harlow" in FAMILIES.names()
 
@@ -399,7 +400,7 @@ def test_smallest_valid_line():
 
 @pytest.mark.parametrize("item_dim", [1, 3])
 def test_onehot_position_coding(item_dim):
-    family, tasks, env = make(64, seed=19, position_coding="onehot", item_dim=item_dim)
+    family, tasks, env = make(64, seed=19, position_coding="onehot", item_dim=item_dim, curriculum=None)
     assert family.obs_dim == 11 + 2 * item_dim + 1
     obs = env.reset()
     assert obs.shape == (64, family.obs_dim) and obs.dtype == torch.float32
@@ -413,7 +414,7 @@ def test_onehot_position_coding(item_dim):
 
 @pytest.mark.parametrize("item_dim", [1, 8])
 def test_show_selected_shows_the_chosen_item_with_its_outcome(item_dim):
-    family, tasks, env = make(128, seed=23, show_selected=True, item_dim=item_dim)
+    family, tasks, env = make(128, seed=23, show_selected=True, curriculum=None, item_dim=item_dim)
     assert family.obs_dim == 1 + 3 * item_dim + 1
     g = torch.Generator().manual_seed(5)
     log = run(env, lambda env, obs: torch.randint(0, 2, (128,), generator=g))
@@ -428,7 +429,7 @@ def test_show_selected_shows_the_chosen_item_with_its_outcome(item_dim):
         assert torch.equal(selected[t, b], rewarded if reward[t, b] > 0 else other)
     assert float(selected[~chosen].abs().sum()) == 0.0  # zeros on every other step
     # the slots before it are the default observation
-    plain = make(128, seed=23, item_dim=item_dim)[2]
+    plain = make(128, seed=23, item_dim=item_dim, curriculum=None)[2]
     g = torch.Generator().manual_seed(5)
     base = run(plain, lambda env, obs: torch.randint(0, 2, (128,), generator=g))
     assert torch.equal(obs[:, :, : 2 * item_dim + 2], base["obs"])
@@ -439,7 +440,7 @@ def _selected_slots(family: Harlow, n: int = 256, seed: int = 29, item_dim: int 
     tasks = family.sample_tasks(n, "train", task_generator(seed, "train"))
     g = torch.Generator().manual_seed(7)
     log = run(family.make_env(tasks), lambda env, obs: torch.randint(0, 2, (n,), generator=g))
-    shown = make(n, seed=seed, split="train", show_selected=True, item_dim=item_dim)[2]
+    shown = make(n, seed=seed, split="train", show_selected=True, curriculum=None, item_dim=item_dim)[2]
     g = torch.Generator().manual_seed(7)
     ref = run(shown, lambda env, obs: torch.randint(0, 2, (n,), generator=g))
     assert torch.equal(log["obs"][:, :, : 2 * item_dim + 2], ref["obs"][:, :, : 2 * item_dim + 2])
@@ -448,7 +449,7 @@ def _selected_slots(family: Harlow, n: int = 256, seed: int = 29, item_dim: int 
 
 def test_curriculum_evaluates_on_the_task_as_specified_and_trains_with_a_fading_cue():
     family = Harlow(HarlowConfig(item_dim=4, curriculum=(0.2, 0.6)))
-    assert family.obs_dim == Harlow(HarlowConfig(item_dim=4, show_selected=True)).obs_dim
+    assert family.obs_dim == Harlow(HarlowConfig(item_dim=4, show_selected=True, curriculum=None)).obs_dim
     # the task itself (what held-out evaluation runs): the slot is always zero
     slot, ref = _selected_slots(family)
     assert float(ref.abs().sum()) > 0 and float(slot.abs().sum()) == 0.0
@@ -467,7 +468,7 @@ def test_curriculum_evaluates_on_the_task_as_specified_and_trains_with_a_fading_
 
 
 def test_no_curriculum_trains_on_the_family_itself():
-    family = Harlow()
+    family = Harlow(HarlowConfig(curriculum=None))
     assert family.training_family(0.0) is family and family.training_family(0.7) is family
 
 
