@@ -1,7 +1,7 @@
 """Profiles: how much compute a run gets (SPEC.md, "Suites and budgets").
 
-``smoke`` is seconds a run, for CI; ``quick`` is at most ~20 minutes a run on
-2 CPU cores and is what this repository commits; ``paper`` is the paper's
+``smoke`` is seconds a run, for CI; ``quick`` is at most ~50 minutes a run on
+2 CPU cores (MetODS on Harlow; most runs take 5-20) and is what this repository commits; ``paper`` is the paper's
 budgets, for a GPU or a cluster.
 """
 
@@ -68,7 +68,9 @@ PROFILES.add("smoke", Profile(
     test_tasks=128, curve_tasks=32, curve_points=2, eval_tasks=dict.fromkeys(LOCOMOTION, (8, 4)),
 ))
 PROFILES.add("quick", Profile(
-    name="quick", summary="at most ~20 minutes a run on 2 CPU cores; what this repository commits",
+    name="quick", summary="at most ~50 minutes a run on 2 CPU cores (most take 5-20); what this repository commits",
+    # Harlow 6M env steps: the cue curriculum (HarlowConfig.curriculum, (0.25, 0.5)) is gone from 3M; MetODS
+    # S=4 took 1-3M more steps on the task as specified to rise from chance (a MetODS run ~45 min here).
     # MuJoCo: ant_dir 500k env steps (a MetODS run ~14 min here); impairment_ant 300k (~10 min) and
     # impairment_cheetah 1M: HalfCheetah never ends a trial early and simulates 4.5x faster, so its MetODS
     # run at 300k took 3 min (and learned nothing: ~12 updates). 128 test tasks per variant (θ is forward

@@ -23,6 +23,7 @@ from metabench.envs import FAMILIES, TaskFamily, make_family
 from .paper import paper_value
 from .profiles import PROFILES
 from .records import iter_curves, scan, write_atomic
+from .runner import resolve_config
 from .suites import SUITES
 
 FIGURES = "figures"
@@ -82,6 +83,25 @@ class Group:
 
     ok: dict[str, list[tuple[Path, dict[str, Any]]]]
     failed: list[tuple[Path, dict[str, Any]]]
+    stale: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    """``ok`` records whose config is not what ``metabench run`` would run now (:func:`is_current`):
+    listed, never pooled with the current ones."""
+
+
+def is_current(record: dict[str, Any]) -> bool:
+    """Whether the record's config is what the runner resolves today for its agent, task, profile and seed.
+
+    A record of an older default (another task config, budget or agent setting) would otherwise be pooled
+    with today's runs under today's header; the runner reruns exactly these (it skips only current records).
+    Unknown agents or profiles cannot be judged and count as current.
+    """
+    if record["agent"] not in AGENTS or record["profile"] not in PROFILES:
+        return True
+    try:
+        now = resolve_config(record["agent"], record["task"], PROFILES.get(record["profile"]), record["seed"])
+    except (KeyError, ValueError):
+        return True
+    return record.get("config") == now
 
 
 def _columns(family: TaskFamily) -> list[tuple[str, Any, tuple[str, str, float] | None]]:
@@ -93,6 +113,14 @@ def _columns(family: TaskFamily) -> list[tuple[str, Any, tuple[str, str, float] 
 def _seed_mean(records: list[dict[str, Any]], metric: str) -> float | None:
     vals = [r["metrics"][metric] for r in records if metric in r["metrics"]]
     return sum(vals) / len(vals) if vals else None
+
+
+def _seed_interval(records: list[dict[str, Any]], metric: str) -> str:
+    """The mean over seeds of ``metric`` with its 95 % bootstrap CI over seeds, formatted; "—" if none."""
+    from . import stats
+
+    vals = [r["metrics"][metric] for r in records if metric in r["metrics"]]
+    return stats.seed_mean_interval(vals).fmt() if vals else "—"
 
 
 @dataclass
@@ -183,7 +211,8 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
         head.append(f"{name} {arrow}")
         if paper:
             head.append("paper")
-    head += ["env steps / run", "train env-steps/s", "wall time / run"]
+    head += [f"{family.primary_metric}: mean over seeds [95 % CI]", "env steps / run", "train env-steps/s",
+             "wall time / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for agent in _agent_order(set(group.ok)):
         records = [r for _, r in group.ok[agent]]
@@ -198,6 +227,7 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
                 else:
                     spread = f" ± {_fmt(p.spread / paper[2])}" if p.spread is not None else ""
                     row.append(f"{_fmt(p.value / paper[2])}{spread}")
+        row.append(_seed_interval(records, family.primary_metric))
         steps = sum(r["env_steps"] for r in records) / len(records)
         speed = sum(r["metrics"].get("train_env_steps_per_s", 0.0) for r in records) / len(records)
         wall = sum(r["wall_time_s"] for r in records) / len(records)
@@ -209,6 +239,8 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
 def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictured: tuple[str, ...] = (),
                    aggs: dict[str, Aggregates] | None = None) -> str:
     """The suite's report; ``pictured``: tasks whose sample picture is written beside it; ``aggs``: per profile."""
+    from . import stats
+
     suite = SUITES.get(suite_name) if suite_name in SUITES else None
     title = _sentence(suite_name)
     out = [f"# {title} suite", "",
@@ -217,6 +249,8 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
         out += [f"{_sentence(suite.summary)}. Tasks: {', '.join(f'`{t}`' for t in suite.tasks)}.", ""]
     out += ["Each cell: mean ± std over all held-out test episodes of all seeds (the paper's table format). "
             "`paper`: the paper's value for the same agent, in our units (`—`: the paper has none). "
+            "`mean over seeds [95 % CI]`: the mean of the seeds' own means, with a bootstrap CI over seeds "
+            f"(rliable, random state {stats.RANDOM_STATE}): how far the result moves with the seed. "
             "Regenerate with `metabench report`.", ""]
     for profile in _profile_order({p for p, _ in groups}):
         prof = PROFILES.get(profile) if profile in PROFILES else None
@@ -242,6 +276,14 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
                 out += ["Failed runs (rerun the command to retry them):", ""]
                 out += [f"- `{path.parent.name}/{path.name}`: {r['error']}" for path, r in group.failed]
                 out.append("")
+            if group.stale:
+                stale = defaultdict(list)
+                for _, r in group.stale:
+                    stale[r["agent"]].append(str(r["seed"]))
+                out += ["Stale records, left out of this table and its figures: their config (task, budget or agent "
+                        "settings) is not what `metabench run` runs now, which reruns and replaces them: "
+                        + "; ".join(f"`{a}` seeds {', '.join(sorted(stale[a], key=int))}" for a in _agent_order(set(stale)))
+                        + ".", ""]
         out += [f"![{suite_name} ({profile})]({FIGURES}/{suite_name}-{profile}.png)", ""]
         if aggs and profile in aggs:
             out += aggregates_markdown(aggs[profile])
@@ -610,7 +652,8 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]],
                         f"--agents {','.join(agents)}`; full table: [`reports/{suite_name}.md`]"
                         f"(reports/{suite_name}.md))", ""]
                 agg = aggs.get((suite_name, profile, task))
-                head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means"]
+                head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means",
+                        "mean over seeds [95 % CI]"]
                 if agg:
                     head.append("normalised IQM [95 % CI]")
                 out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -619,7 +662,7 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]],
                     cell = pooled(records, metric)
                     seeds = ", ".join(_fmt(r["metrics"][metric]) for r in records if metric in r["metrics"])
                     row = [f"`{agent}`", str(len(records)), f"{_fmt(cell.mean)} ± {_fmt(cell.std)}" if cell else "—",
-                           seeds or "—"]
+                           seeds or "—", _seed_interval(records, metric)]
                     if agg:
                         iv = agg.intervals["IQM"].get(agent)
                         row.append(iv.fmt() if iv else "—")
@@ -646,7 +689,10 @@ def build_reports(results: Path) -> Built:
             warnings.append(f"{path}: unknown task {r['task']!r}; skipped")
             continue
         group = by_suite[r["suite"]].setdefault((r["profile"], r["task"]), Group(defaultdict(list), []))
-        if r["status"] == "ok":
+        if r["status"] == "ok" and not is_current(r):
+            group.stale.append((path, r))
+            warnings.append(f"{path}: stale (its config is not what `metabench run` runs now); left out")
+        elif r["status"] == "ok":
             group.ok[r["agent"]].append((path, r))
         else:
             group.failed.append((path, r))

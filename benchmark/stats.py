@@ -125,6 +125,20 @@ def aggregate_intervals(scores: Mapping[str, np.ndarray],
     return out
 
 
+def seed_mean_interval(values: Sequence[float]) -> Interval:
+    """Mean over seeds of a per-seed score, in the task's own units, with its 95 % bootstrap CI over seeds.
+
+    What a reader quotes as "our number": each value is one seed's mean over its held-out episodes; the
+    interval resamples seeds (rliable, the same fixed random state as every other aggregate), so it says
+    how much the result moves with the seed, not with the test episodes. One seed gives a point interval.
+    """
+    m = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    if m.shape[0] == 1:
+        v = float(m[0, 0])
+        return Interval(v, v, v)
+    return aggregate_intervals({"x": m}, which=("mean",))["mean"]["x"]
+
+
 def probability_of_improvement(scores: Mapping[str, np.ndarray], target: str) -> dict[str, Interval]:
     """P(target > baseline) for each other agent, with stratified-bootstrap CIs (rliable)."""
     from rliable import library as rly

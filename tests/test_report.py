@@ -87,3 +87,31 @@ def test_a_task_without_a_ceiling_is_normalised_by_the_best_agent(monkeypatch):
     assert aggregates("efficiency", "quick", {("quick", "ant_dir"): group_of({"rl2": (-7.0, -7.0)})}).bounds == {
         "ant_dir": (-30.0, -7.0)}
     assert aggregates("efficiency", "quick", {("quick", "ant_dir"): group_of({"maml": (-40.0, -41.0)})}) is None
+
+
+def test_records_of_an_older_config_are_listed_as_stale_and_left_out():
+    import copy
+
+    from metabench.profiles import PROFILES
+    from metabench.report import is_current, suite_markdown
+    from metabench.runner import resolve_config
+
+    def record(agent: str, seed: int, value: float) -> dict:
+        return {"agent": agent, "task": "harlow", "profile": "smoke", "suite": "efficiency", "seed": seed,
+                "status": "ok", "metrics": {"episode_return": value}, "env_steps": 100, "wall_time_s": 1.0,
+                "config": resolve_config(agent, "harlow", PROFILES.get("smoke"), seed)}
+
+    current = record("rl2", 0, 4.0)
+    older = record("rl2", 1, 99.0)
+    older["config"] = copy.deepcopy(older["config"])
+    older["config"]["task"]["item_dim"] = 1  # a record of an earlier default
+    assert is_current(current) and not is_current(older)
+    budget = record("rl2", 2, 99.0)
+    budget["config"]["profile"]["train_env_steps"] = 1
+    assert not is_current(budget)
+
+    group = Group(ok={"rl2": [(Path("rl2/seed0.json"), current)]}, failed=[],
+                  stale=[(Path("rl2/seed1.json"), older), (Path("rl2/seed2.json"), budget)])
+    text = suite_markdown("efficiency", {("smoke", "harlow"): group})
+    assert "Stale records" in text and "`rl2` seeds 1, 2" in text
+    assert "99.00" not in text and "4.00" in text

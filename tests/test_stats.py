@@ -73,3 +73,11 @@ def test_bounds_random_zero_ceiling_one():
     assert 0.0 < low < 1.5  # uniform random actions on Harlow
     low, high = stats.bounds("maze")
     assert 1.0 < low < 8.0 and high > 100.0  # random walk vs shortest-path oracle
+
+
+def test_seed_mean_interval_is_in_raw_units_and_reproducible():
+    iv = stats.seed_mean_interval([4.0, 5.0, 6.0, 3.5, 4.5])
+    assert iv.point == pytest.approx(4.6)
+    assert 3.5 <= iv.low < iv.point < iv.high <= 6.0
+    assert stats.seed_mean_interval([4.0, 5.0, 6.0, 3.5, 4.5]) == iv
+    assert stats.seed_mean_interval([2.5]) == stats.Interval(2.5, 2.5, 2.5)
