@@ -457,7 +457,7 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
             ax.set_xscale("log")
         ax.axhline(1, color="gray", linewidth=1, linestyle="--")
         ax.axhline(0, color="gray", linewidth=1, linestyle=":")
-        ax.set_xlabel("meta-training env steps" + (" (log scale)" if log_x else ""))
+        ax.set_xlabel(f"meta-training {family.curve_x.replace('_', ' ')}" + (" (log scale)" if log_x else ""))
         ax.set_ylabel("normalised held-out score (IQM over seeds)")
         ax.set_title(f"{t}: sample efficiency (95% CI bands)")
         if ax.lines:
@@ -538,7 +538,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         ax = row[2]
         log_x = family.curve_xscale == "log"
         for i, agent in enumerate(agents):
-            xs, mean, half = _curve_band(group.ok[agent], "eval", metric)
+            xs, mean, half = _learning_curve(group.ok[agent], family, metric)
             if log_x and xs:  # step 0 has no place on a log axis
                 keep = [j for j, x in enumerate(xs) if x > 0]
                 xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
@@ -552,7 +552,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
         if log_x and ax.lines:
             ax.set_xscale("log")
-        ax.set_xlabel("meta-training env steps" + (" (log scale)" if log_x else ""))
+        ax.set_xlabel(f"meta-training {family.curve_x.replace('_', ' ')}" + (" (log scale)" if log_x else ""))
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: held-out {metric}\nalong meta-training (mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
@@ -597,6 +597,22 @@ def _curve_band(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str
     mean = vals.mean(0)
     half = 1.96 * vals.std(0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else np.zeros_like(mean)
     return common, mean, half
+
+
+def _learning_curve(runs: list[tuple[Path, dict[str, Any]]], family: TaskFamily, metric: str):
+    """The held-out curve of :func:`_curve_band`, its x in the family's ``curve_x`` units.
+
+    For ``curve_x="episodes"`` each checkpoint sits at its mean number of training episodes over the seeds
+    (trials end at different steps, so the same env-step checkpoint is a slightly different episode count
+    per seed).
+    """
+    xs, mean, half = _curve_band(runs, "eval", metric)
+    if family.curve_x == "env_steps" or not xs:
+        return xs, mean, half
+    at, per_seed = _per_seed_curve(runs, "eval", family.curve_x)
+    where = {x: sum(col) / len(col) for x, col in zip(at, zip(*per_seed))}
+    keep = [j for j, x in enumerate(xs) if x in where]
+    return [where[xs[j]] for j in keep], mean[keep], half[keep]
 
 
 def _per_seed_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str):

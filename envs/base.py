@@ -181,6 +181,9 @@ class TaskFamily(ABC):
 
     curve_xscale: ClassVar[str] = "linear"
     """x scale of the learning-curve figure ("log" for the maze, like the paper's Fig. 4b/c)."""
+    curve_x: ClassVar[str] = "env_steps"
+    """x of the learning-curve figure: "env_steps" (meta-training env steps) or "episodes" (meta-training
+    episodes, as the paper draws Harlow in its Fig. 3c; the mean over seeds at each checkpoint)."""
 
     # Tasks and environments -------------------------------------------------
     @abstractmethod

@@ -237,6 +237,7 @@ class Harlow(TaskFamily):
     Config = HarlowConfig
     config: HarlowConfig
     primary_metric = "episode_return"
+    curve_x = "episodes"  # the paper's Fig. 3c: return against training episodes
     metrics = (
         MetricSpec("episode_return", True, "return of the episode (max 6.2, Bayes-optimal 5.2)",
                    paper=("harlow", "episode_return", 1.0)),

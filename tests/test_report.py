@@ -115,3 +115,21 @@ def test_records_of_an_older_config_are_listed_as_stale_and_left_out():
     text = suite_markdown("efficiency", {("smoke", "harlow"): group})
     assert "Stale records" in text and "`rl2` seeds 1, 2" in text
     assert "99.00" not in text and "4.00" in text
+
+
+def test_the_harlow_curve_is_drawn_against_training_episodes(tmp_path):
+    from metabench.records import curves_csv, curves_path
+    from metabench.report import _learning_curve
+
+    runs = []
+    for seed, (episodes, scores) in enumerate([((0, 900, 2000), (0.4, 2.0, 5.0)), ((0, 1100, 2200), (0.4, 3.0, 4.0))]):
+        path = tmp_path / f"seed{seed}.json"
+        rows = [row for x, e, v in zip((0, 500, 1000), episodes, scores)
+                for row in (("eval", x, "env_steps", x), ("eval", x, "episodes", e), ("eval", x, "episode_return", v))]
+        curves_path(path).write_text(curves_csv(rows))
+        runs.append((path, {"seed": seed}))
+    xs, mean, half = _learning_curve(runs, FAMILIES.get("harlow")(), "episode_return")
+    assert xs == [0, 1000, 2100]  # each checkpoint at its mean training-episode count over the seeds
+    assert mean.tolist() == pytest.approx([0.4, 2.5, 4.5]) and half[0] == 0 and half[1] > 0
+    xs, _, _ = _learning_curve(runs, FAMILIES.get("maze")(), "episode_return")
+    assert xs == [0, 500, 1000]  # the maze keeps env steps
