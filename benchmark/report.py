@@ -447,7 +447,8 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
     ax.legend(fontsize=8)
     # 3. sample efficiency, one panel per task
     for ax, t in zip(axes[2:], agg.tasks):
-        log_x = make_family(t).curve_xscale == "log"
+        family = make_family(t)
+        log_x = family.curve_xscale == "log"
         for agent, (xs, iqm, low, high) in agg.curves[t].items():
             x = np.array(xs, dtype=float)
             keep = x > 0 if log_x else np.ones_like(x, dtype=bool)
