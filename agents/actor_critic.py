@@ -46,6 +46,8 @@ from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, 
 class ActorCriticConfig(AgentConfig):
     lr: float = 1e-3
     """Adam learning rate."""
+    lr_anneal: bool = False
+    """Anneal the learning rate linearly from ``lr`` to 0 over the training budget."""
     batch_tasks: int = 128
     """Trials (one task each) per update."""
     gamma: float = 0.99
@@ -264,6 +266,9 @@ class RecurrentAgent(Agent):
                 break
             steps += n
             episodes += ro.features.shape[1] * family.episodes_per_trial
+            if self.config.lr_anneal:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.config.lr * max(1.0 - steps / max(budget_env_steps, 1), 0.0)
             scalars = self.update(ro)
             monitor.update(steps, episodes, scalars)
             for k in ("grad_norm", *self.core.diagnostic_names):

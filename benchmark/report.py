@@ -23,7 +23,7 @@ from metabench.envs import FAMILIES, TaskFamily, make_family
 from .paper import paper_value
 from .profiles import PROFILES
 from .records import iter_curves, scan, write_atomic
-from .runner import resolve_config
+from .runner import resolve_config, same_config
 from .suites import SUITES
 
 FIGURES = "figures"
@@ -101,7 +101,7 @@ def is_current(record: dict[str, Any]) -> bool:
         now = resolve_config(record["agent"], record["task"], PROFILES.get(record["profile"]), record["seed"])
     except (KeyError, ValueError):
         return True
-    return record.get("config") == now
+    return same_config(record.get("config"), now)
 
 
 def _columns(family: TaskFamily) -> list[tuple[str, Any, tuple[str, str, float] | None]]:

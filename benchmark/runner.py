@@ -73,6 +73,25 @@ def resolve_config(agent: str, task: str, profile: Profile, seed: int) -> dict[s
     })
 
 
+def same_config(recorded: Any, now: dict[str, Any]) -> bool:
+    """Whether a record's ``config`` is ``now``, what :func:`resolve_config` gives today.
+
+    An agent option added after the record was written is missing from it. An option is added with a
+    default that keeps the behaviour it did not have before (e.g. ``lr_anneal=False``), so the record ran
+    that default: a missing agent key counts as its class default, and only then are the two compared.
+    Any other difference (another value, a removed option, another task or budget) is a different config.
+    """
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("agent"), dict):
+        return recorded == now
+    name = now.get("agent", {}).get("name")
+    if name not in AGENTS:
+        return recorded == now
+    defaults = {f.name: f.default for f in dataclasses.fields(AGENTS.get(name).cls.Config)
+                if f.default is not dataclasses.MISSING}
+    missing = {k: v for k, v in _jsonable(defaults).items() if k not in recorded["agent"] and k in now["agent"]}
+    return {**recorded, "agent": {**recorded["agent"], **missing}} == now
+
+
 def plan(
     agents: list[str], suites: list[Suite], profile: Profile, seeds: int, tasks: list[str] | None = None
 ) -> tuple[list[RunSpec], list[str]]:
@@ -106,7 +125,7 @@ def is_done(spec: RunSpec, results: Path) -> bool:
         record = load_record(path)
     except InvalidRecord:
         return False
-    return record["status"] == "ok" and record["config"] == spec.config
+    return record["status"] == "ok" and same_config(record["config"], spec.config)
 
 
 def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:

@@ -266,3 +266,29 @@ def test_trainers_draw_training_trials_from_the_curriculum(name):
     assert len(asked) >= 3 and asked[0] == 0.0
     assert all(b > a for a, b in zip(asked, asked[1:])) and asked[-1] <= 1.0
     assert steps > 0
+
+
+def test_lr_anneal_falls_linearly_to_zero_over_the_budget():
+    family = short_harlow(max_steps=25)
+    cfg = smoke_config("rl2", family, batch_tasks=8, lr=1e-2, lr_anneal=True)
+    agent = AGENTS.get("rl2").build(family, cfg, seed=0)
+    seen: list[float] = []
+    update = agent.update
+
+    def spy_update(ro):
+        seen.append(agent.optimizer.param_groups[0]["lr"])
+        return update(ro)
+
+    agent.update = spy_update
+    monitor = Monitor()
+    budget = 1_000
+    agent.meta_train(family, budget, monitor)
+    assert len(seen) >= 3
+    # Each update's rate is lr * (1 - steps/budget), with steps counted after its rollout.
+    after = [e for e, _, _ in monitor.log]
+    assert seen == pytest.approx([1e-2 * (1 - s / budget) for s in after])
+    assert all(b < a for a, b in zip(seen, seen[1:])) and seen[-1] >= 0
+    # Off by default: the rate stays put.
+    plain = AGENTS.get("rl2").build(family, smoke_config("rl2", family, batch_tasks=8, lr=1e-2), seed=0)
+    plain.meta_train(family, budget, Monitor())
+    assert plain.optimizer.param_groups[0]["lr"] == 1e-2

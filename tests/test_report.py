@@ -109,6 +109,16 @@ def test_records_of_an_older_config_are_listed_as_stale_and_left_out():
     budget = record("rl2", 2, 99.0)
     budget["config"]["profile"]["train_env_steps"] = 1
     assert not is_current(budget)
+    # An agent option added after the record was written (here lr_anneal): the record ran its default.
+    before_option = record("rl2", 3, 4.0)
+    del before_option["config"]["agent"]["lr_anneal"]
+    assert is_current(before_option)
+    other_value = record("rl2", 3, 4.0)
+    other_value["config"]["agent"]["lr_anneal"] = True
+    assert not is_current(other_value)
+    removed_option = record("rl2", 3, 4.0)
+    removed_option["config"]["agent"]["no_such_option"] = 1
+    assert not is_current(removed_option)
 
     group = Group(ok={"rl2": [(Path("rl2/seed0.json"), current)]}, failed=[],
                   stale=[(Path("rl2/seed1.json"), older), (Path("rl2/seed2.json"), budget)])

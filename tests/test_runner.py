@@ -10,7 +10,7 @@ import torch
 
 from metabench.agents import Agent
 from metabench.profiles import PROFILES
-from metabench.records import InvalidRecord, load_record, scan, write_record
+from metabench.records import SCHEMA, InvalidRecord, load_record, scan, write_record
 from metabench.runner import is_done, pending, plan, run_sweep
 from metabench.suites import SUITES
 
@@ -64,6 +64,20 @@ def test_resume_skips_finished_runs(tmp_path):
     write_record(runs[0].path(tmp_path), record)
     assert not is_done(runs[0], tmp_path) and is_done(runs[1], tmp_path)
     assert pending(runs, tmp_path) == [runs[0]]
+
+
+def test_a_record_from_before_an_agent_option_existed_is_still_done(tmp_path):
+    runs, _ = plan(["rl2"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
+    record = {"schema": SCHEMA, "agent": "rl2", "task": "harlow", "suite": "efficiency", "seed": 0, "profile": "smoke",
+              "status": "ok", "error": None, "metrics": {"episode_return": 1.0}, "env_steps": 1,
+              "wall_time_s": 1.0, "config": json.loads(json.dumps(runs[0].config)), "code_version": "x",
+              "platform": {}}
+    del record["config"]["agent"]["lr_anneal"]  # the record predates the option; it ran its default
+    write_record(runs[0].path(tmp_path), record)
+    assert is_done(runs[0], tmp_path)
+    record["config"]["agent"]["lr"] = 0.5  # but another value of an option that existed is not
+    write_record(runs[0].path(tmp_path), record)
+    assert not is_done(runs[0], tmp_path)
 
 
 def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent):
