@@ -207,10 +207,7 @@ class MetODSAgent(RecurrentAgent):
     Config = MetODSConfig
     config: MetODSConfig
     # Per-task sizes (SPEC.md: Harlow N = 20); compiled: the step is ~7x faster fwd+bwd.
-    # Harlow lr 2e-3 (the trainer's 1e-3 elsewhere and for RL²): in a 5-seed probe (2026-12-04) every seed
-    # of MetODS S=4 had left chance by 1.8 M env steps (held-out return 1.5-2.3) where at 1e-3 none had
-    # (1.0-1.4, the committed records); 3e-3 was unstable on some seeds. RL² learns Harlow at 1e-3 by 1 M steps.
-    core_defaults = {"harlow": {"N": 20, "compile": True, "lr": 2e-3}, "maze": {"N": 64, "compile": True},
+    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True},
                      **dict.fromkeys(LOCOMOTION, {"N": 64, "compile": True})}
 
     def make_core(self, family: TaskFamily, config: MetODSConfig) -> MetODSCore:
