@@ -1,8 +1,8 @@
 """Profiles: how much compute a run gets (SPEC.md, "Suites and budgets").
 
 ``smoke`` is seconds a run, for CI; ``quick`` is at most ~50 minutes a run on
-2 CPU cores (MetODS on Harlow; most runs take 5-20) and is what this repository commits; ``paper`` is the paper's
-budgets, for a GPU or a cluster.
+2 CPU cores (most take 5-20; MetODS on Harlow ~12 since the trainer's replay runs the heads once per
+trial) and is what this repository commits; ``paper`` is the paper's budgets, for a GPU or a cluster.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ PROFILES.add("smoke", Profile(
 PROFILES.add("quick", Profile(
     name="quick", summary="at most ~50 minutes a run on 2 CPU cores (most take 5-20); what this repository commits",
     # Harlow 6M env steps: the cue curriculum (HarlowConfig.curriculum, (0.25, 0.5)) is gone from 3M; MetODS
-    # S=4 took 1-3M more steps on the task as specified to rise from chance (a MetODS run ~45 min here).
+    # S=4 took 1-3M more steps on the task as specified to rise from chance (a MetODS run ~12 min here, one
+    # thread, beside another run).
     # MuJoCo: ant_dir 500k env steps (a MetODS run ~14 min here); impairment_ant 300k (~10 min) and
     # impairment_cheetah 1M: HalfCheetah never ends a trial early and simulates 4.5x faster, so its MetODS
     # run at 300k took 3 min (and learned nothing: ~12 updates). 128 test tasks per variant (θ is forward
