@@ -65,11 +65,6 @@ class MetODSConfig(ActorCriticConfig):
     softmax over earlier W^(s) puts a little weight off the chain: 0.904 at S = 4)."""
     write_init: float = 0.2
     """Initial write coefficient β[s, s] is write_init / N."""
-    relative_write: bool = False
-    """Learn the write coefficient as β[s, s] = (write_init / N) · b_s with b_s initialised at 1, instead of
-    β[s, s] itself. Adam's steps are about ``lr`` in size whatever the gradient's scale, so learned
-    directly, β[s, s] (0.01 at N = 20) moves by a fifth of its size in one step at lr 2e-3; relative, by
-    0.2 %. Convex β only. Off by default (the committed records learned β[s, s] directly)."""
     form: Literal["auto", "direct", "symbolic"] = "auto"
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
 
@@ -111,8 +106,7 @@ class MetODSCore(MemoryCore):
             mix[i, i - 1] = 4.0
         self.beta_mix = nn.Parameter(mix)
         self.beta_carry = nn.Parameter(torch.full((s + 1,), math.log(carry / (1 - carry))))
-        self.write_unit = cfg.write_init / n if cfg.relative_write else 1.0
-        self.beta_write = nn.Parameter(torch.full((s + 1,), cfg.write_init / n / self.write_unit))
+        self.beta_write = nn.Parameter(torch.full((s + 1,), cfg.write_init / n))
         if not cfg.convex_beta:  # free β, initialised to the same chain
             free = torch.zeros(s + 1, s + 1)
             for i in range(1, s + 1):
@@ -135,7 +129,7 @@ class MetODSCore(MemoryCore):
         rows = [torch.zeros(s + 1)]
         for i in range(1, s + 1):
             carry = torch.sigmoid(self.beta_carry[i]) * torch.softmax(self.beta_mix[i, :i], 0)
-            rows.append(torch.cat([carry, self.beta_write[i : i + 1] * self.write_unit, torch.zeros(s - i)]))
+            rows.append(torch.cat([carry, self.beta_write[i : i + 1], torch.zeros(s - i)]))
         return torch.stack(rows)
 
     def carry_gain(self) -> torch.Tensor:
@@ -213,12 +207,7 @@ class MetODSAgent(RecurrentAgent):
     Config = MetODSConfig
     config: MetODSConfig
     # Per-task sizes (SPEC.md: Harlow N = 20); compiled: the step is ~7x faster fwd+bwd.
-    # Harlow: lr 2e-3 with the write coefficient learned relative to its scale (relative_write). In scratch
-    # probes (2026-12-04) lr 2e-3 alone had every seed of S=4 off chance by 1.8 M env steps (none at 1e-3),
-    # but at 0.4 M steps ‖W‖ had collapsed below 1 (memory unused) in 5 of 8 seeds and blown up past 40 in
-    # 2 (a whole run of one of those ended at chance, ‖W‖ 740); with relative_write it was 3.6-17 in 8 of 8.
-    core_defaults = {"harlow": {"N": 20, "compile": True, "lr": 2e-3, "relative_write": True},
-                     "maze": {"N": 64, "compile": True},
+    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True},
                      **dict.fromkeys(LOCOMOTION, {"N": 64, "compile": True})}
 
     def make_core(self, family: TaskFamily, config: MetODSConfig) -> MetODSCore:
