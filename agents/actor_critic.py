@@ -290,7 +290,6 @@ class RecurrentAgent(Agent):
         cfg = self.config
         b = ro.features.shape[1]
         rewards = ro.rewards * cfg.reward_scale
-        mask = ro.active.to(torch.float32)
         old_logp = None
         if cfg.ppo_epochs > 1 or cfg.minibatches > 1:
             with torch.no_grad():
@@ -303,7 +302,7 @@ class RecurrentAgent(Agent):
                 mb = ro.tasks(idx)
                 t = len(mb)
                 logp, ent, values, state = self.replay(mb)
-                m = mask[:t, idx]
+                m = mb.active.to(torch.float32)
                 if old_logp is None:  # A2C: advantages from this very pass
                     adv_b, ret_b = gae(rewards[:t, idx], values.detach(), mb.active, cfg.gamma, cfg.gae_lambda)
                     old_b = logp.detach()

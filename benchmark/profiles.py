@@ -1,8 +1,8 @@
 """Profiles: how much compute a run gets (SPEC.md, "Suites and budgets").
 
 ``smoke`` is seconds a run, for CI; ``quick`` is at most ~50 minutes a run on
-2 CPU cores (most take 5-20; MetODS on Harlow ~12 since the trainer's replay runs the heads once per
-trial) and is what this repository commits; ``paper`` is the paper's budgets, for a GPU or a cluster.
+2 CPU cores (most take 5-20; MetODS on Harlow ~12) and is what this repository commits;
+``paper`` is the paper's budgets, for a GPU or a cluster.
 """
 
 from __future__ import annotations
