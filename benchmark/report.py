@@ -454,11 +454,9 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
             keep = x > 0 if log_x else np.ones_like(x, dtype=bool)
             ax.plot(x[keep], iqm[keep], color=colors[agent], label=agent)
             ax.fill_between(x[keep], low[keep], high[keep], color=colors[agent], alpha=0.2, linewidth=0)
-        if log_x and ax.lines:
-            ax.set_xscale("log")
+        _training_axis(ax, family, log_x and bool(ax.lines))
         ax.axhline(1, color="gray", linewidth=1, linestyle="--")
         ax.axhline(0, color="gray", linewidth=1, linestyle=":")
-        ax.set_xlabel(f"meta-training {family.curve_x.replace('_', ' ')}" + (" (log scale)" if log_x else ""))
         ax.set_ylabel("normalised held-out score (IQM over seeds)")
         ax.set_title(f"{t}: sample efficiency (95% CI bands)")
         if ax.lines:
@@ -495,6 +493,17 @@ def _task_key(suite, task: str):
     return (suite.tasks.index(task) if suite and task in suite.tasks else len(suite.tasks) if suite else 0, task)
 
 
+def _training_axis(ax, family: TaskFamily, log_x: bool) -> None:
+    """The x axis of a meta-training curve: its unit, log or linear, ticks in engineering units (50k, 2M)."""
+    from matplotlib.ticker import EngFormatter
+
+    if log_x:
+        ax.set_xscale("log")
+    elif ax.lines:  # long plain numbers (75000100000...) run into each other
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel(f"meta-training {family.curve_x.replace('_', ' ')}" + (" (log scale)" if log_x else ""))
+
+
 def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Group]) -> bytes:
     import matplotlib
 
@@ -522,7 +531,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             if spec.paper and (p := _paper(spec.paper, agent)):
                 ax.plot(i, p.value / spec.paper[2], "kD", label="paper" if i == 0 else None)
         if not family.retention_variants():
-            ax.set_xticks(range(len(agents)), agents, rotation=20)
+            ax.set_xticks(range(len(agents)), agents, rotation=30, ha="right")
             _levels(ax, family)
             ax.set_title(f"{task}: {metric}\n(mean ± std over seeds; ◆ paper)")
         # 2. reward at each step inside the trial
@@ -551,9 +560,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
-        if log_x and ax.lines:
-            ax.set_xscale("log")
-        ax.set_xlabel(f"meta-training {family.curve_x.replace('_', ' ')}" + (" (log scale)" if log_x else ""))
+        _training_axis(ax, family, log_x and bool(ax.lines))
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: held-out {metric}\nalong meta-training (mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
@@ -576,7 +583,7 @@ def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
             if ret.reference and (p := _paper((name, "normalized_return", 1.0), agent)):
                 ax.plot(i + dx, p.value, "kD", label="paper" if (i, dx) == (0, -0.2) else None)
     ax.axhline(0, color="gray", linewidth=0.8)
-    ax.set_xticks(range(len(agents)), agents, rotation=20)
+    ax.set_xticks(range(len(agents)), agents, rotation=30, ha="right")
     ax.legend(fontsize=8)
     what = "return ÷ best unimpaired" if ret.reference else "raw return (none positive)"
     ax.set_title(f"{task}: {what}\n(mean over seeds" + ("; ◆ paper)" if ret.reference else ")"))
