@@ -71,7 +71,7 @@ PROFILES.add("quick", Profile(
     name="quick", summary="at most ~50 minutes a run on 2 CPU cores (most take 5-20); what this repository commits",
     # Harlow 12M env steps: the cue curriculum (HarlowConfig.curriculum, (0.125, 0.25)) is gone from 3M; MetODS
     # S=4 took 1-3M more steps on the task as specified to rise from chance and was still rising at 6M (a
-    # MetODS run ~27 min here, one thread, beside another run).
+    # MetODS S=4 run 21-25 min here, one thread, beside another run).
     # MuJoCo: ant_dir 500k env steps (a MetODS run ~14 min here); impairment_ant 300k (~10 min) and
     # impairment_cheetah 1M: HalfCheetah never ends a trial early and simulates 4.5x faster, so its MetODS
     # run at 300k took 3 min (and learned nothing: ~12 updates). 128 test tasks per variant (θ is forward
