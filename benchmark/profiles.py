@@ -69,14 +69,14 @@ PROFILES.add("smoke", Profile(
 ))
 PROFILES.add("quick", Profile(
     name="quick", summary="at most ~50 minutes a run on 2 CPU cores (most take 5-20); what this repository commits",
-    # Harlow 6M env steps: the cue curriculum (HarlowConfig.curriculum, (0.25, 0.5)) is gone from 3M; MetODS
-    # S=4 took 1-3M more steps on the task as specified to rise from chance (a MetODS run ~12 min here, one
-    # thread, beside another run).
+    # Harlow 12M env steps: the cue curriculum (HarlowConfig.curriculum, (0.125, 0.25)) is gone from 3M; MetODS
+    # S=4 took 1-3M more steps on the task as specified to rise from chance and was still rising at 6M (a
+    # MetODS S=4 run 21-25 min here, one thread, beside another run).
     # MuJoCo: ant_dir 500k env steps (a MetODS run ~14 min here); impairment_ant 300k (~10 min) and
     # impairment_cheetah 1M: HalfCheetah never ends a trial early and simulates 4.5x faster, so its MetODS
     # run at 300k took 3 min (and learned nothing: ~12 updates). 128 test tasks per variant (θ is forward
     # or backward; every actuator is scored frozen in turn).
-    seeds=5, train_env_steps={"harlow": 6_000_000, "maze": 2_000_000, "ant_dir": 500_000,
+    seeds=5, train_env_steps={"harlow": 12_000_000, "maze": 2_000_000, "ant_dir": 500_000,
                               "impairment_ant": 300_000, "impairment_cheetah": 1_000_000},
     test_tasks=1024, curve_tasks=256, curve_points=20,
     eval_tasks={"ant_dir": (256, 64), "impairment_ant": (128, 64), "impairment_cheetah": (128, 64)},

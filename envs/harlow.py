@@ -63,14 +63,14 @@ class HarlowConfig(FamilyConfig):
     rewritten from the current input (MetODS's Hebbian write) needs to bind them. With it
     and ``item_dim=8``, MetODS S=1 left chance on Harlow (0.63 choice accuracy at 2.8 M
     steps); without it, no MetODS setting we tried did."""
-    curriculum: tuple[float, float] | None = (0.25, 0.5)
+    curriculum: tuple[float, float] | None = (0.125, 0.25)
     """A training curriculum on the selected-item cue (ours; None: none). With ``(a, b)``,
     0 <= a < b <= 1, the observation carries the slot of ``show_selected``; the task itself,
     which held-out evaluation runs, leaves it at zero (the task as specified, plus one
     constant input), while training trials (:meth:`Harlow.training_family`) fill it for a
     share of them that is 1 until fraction ``a`` of the training budget and falls linearly to
     0 at fraction ``b``: the rest of training runs on the task as specified. The default
-    (0.25, 0.5) is on for every agent: on the quick budget (6 M steps) the cue is on every
+    (0.125, 0.25) is on for every agent: on the quick budget (12 M steps) the cue is on every
     training trial until 1.5 M steps and gone from 3 M. Without it, MetODS S=4 with
     ``item_dim=8`` stayed at 1.3 return (chance) at 6.3 M steps; with it, one seed reached
     5.18 (0.997 of Bayes-optimal) at 5.9 M (scratch probes, 2026-12-02)."""
