@@ -305,7 +305,8 @@ class Aggregates:
     intervals: dict[str, dict[str, Any]]
     improvement: dict[str, Any]
     curves: dict[str, dict[str, tuple[list[float], Any, Any, Any]]]
-    """task -> agent -> (x, IQM, low, high) of the normalised held-out score along meta-training."""
+    """task -> agent -> (x in the family's ``curve_x`` units, IQM, low, high) of the normalised held-out score
+    along meta-training."""
     best_agent_high: set[str] = field(default_factory=set)
     """Tasks without a documented ceiling, whose 1 is the best agent's mean score here (the paper's Fig. 6
     convention) rather than a ceiling."""
@@ -344,13 +345,15 @@ def aggregates(suite_name: str, profile: str, groups: dict[tuple[str, str], Grou
                        for _, r in groups[(profile, t)].ok[agent] if metric in r["metrics"]}
         scores[agent] = stats.score_matrix(runs, tasks)
     for t in tasks:
-        metric = make_family(t).primary_metric
+        family = make_family(t)
         curves[t] = {}
         for agent in agents:
-            xs, per_seed = _per_seed_curve(groups[(profile, t)].ok[agent], "eval", metric)
+            runs = groups[(profile, t)].ok[agent]
+            xs, per_seed = _per_seed_curve(runs, "eval", family.primary_metric)
             if len(xs) > 1:
                 iqm, low, high = stats.iqm_curve(stats.normalise(np.array(per_seed), *bounds[t]))
-                curves[t][agent] = (xs, iqm, low, high)
+                keep, x = _in_curve_x(runs, family, xs)
+                curves[t][agent] = (x, iqm[keep], low[keep], high[keep])
     return Aggregates(tasks, bounds, scores, stats.aggregate_intervals(scores),
                       stats.probability_of_improvement(scores, TARGET), curves, best_high)
 
@@ -615,12 +618,22 @@ def _learning_curve(runs: list[tuple[Path, dict[str, Any]]], family: TaskFamily,
     per seed).
     """
     xs, mean, half = _curve_band(runs, "eval", metric)
+    keep, x = _in_curve_x(runs, family, xs)
+    return x, mean[keep], half[keep]
+
+
+def _in_curve_x(runs: list[tuple[Path, dict[str, Any]]], family: TaskFamily,
+                xs: list[float]) -> tuple[list[int], list[float]]:
+    """Env-step checkpoints ``xs`` in the family's ``curve_x`` units: (indices kept, their x).
+
+    For ``curve_x="episodes"``: the mean over the seeds of the training episodes at each checkpoint
+    (a checkpoint some seed did not log is dropped)."""
     if family.curve_x == "env_steps" or not xs:
-        return xs, mean, half
+        return list(range(len(xs))), list(xs)
     at, per_seed = _per_seed_curve(runs, "eval", family.curve_x)
     where = {x: sum(col) / len(col) for x, col in zip(at, zip(*per_seed))}
     keep = [j for j, x in enumerate(xs) if x in where]
-    return [where[xs[j]] for j in keep], mean[keep], half[keep]
+    return keep, [where[xs[j]] for j in keep]
 
 
 def _per_seed_curve(runs: list[tuple[Path, dict[str, Any]]], curve: str, metric: str):

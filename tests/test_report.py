@@ -129,7 +129,7 @@ def test_records_of_an_older_config_are_listed_as_stale_and_left_out():
 
 def test_the_harlow_curve_is_drawn_against_training_episodes(tmp_path):
     from metabench.records import curves_csv, curves_path
-    from metabench.report import _learning_curve
+    from metabench.report import _learning_curve, aggregates
 
     runs = []
     for seed, (episodes, scores) in enumerate([((0, 900, 2000), (0.4, 2.0, 5.0)), ((0, 1100, 2200), (0.4, 3.0, 4.0))]):
@@ -143,3 +143,11 @@ def test_the_harlow_curve_is_drawn_against_training_episodes(tmp_path):
     assert mean.tolist() == pytest.approx([0.4, 2.5, 4.5]) and half[0] == 0 and half[1] > 0
     xs, _, _ = _learning_curve(runs, FAMILIES.get("maze")(), "episode_return")
     assert xs == [0, 500, 1000]  # the maze keeps env steps
+    # the rliable sample-efficiency curve of the same runs: the same x, in the same units as its axis label
+    for seed, (path, _) in enumerate(runs):
+        runs[seed] = (path, {"agent": "metods", "seed": seed, "metrics": {"episode_return": 4.5}})
+    random = [(tmp_path / "r.json", {"agent": "random", "seed": 0, "metrics": {"episode_return": 0.4}})]
+    agg = aggregates("efficiency", "quick", {("quick", "harlow"): Group(ok={"metods": runs, "random": random},
+                                                                        failed=[])})
+    xs, iqm, _, _ = agg.curves["harlow"]["metods"]
+    assert xs == [0, 1000, 2100] and len(iqm) == 3
