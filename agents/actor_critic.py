@@ -39,7 +39,8 @@ from torch import nn
 from metabench.envs.base import ActionSpace, TaskFamily, task_generator
 from metabench.profiles import LOCOMOTION
 
-from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, feature_dim, keep_inactive, merged_defaults
+from .base import (Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, feature_dim, keep_inactive,
+                   merged_defaults)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,10 @@ class RecurrentAgent(Agent):
 
     @abstractmethod
     def make_core(self, family: TaskFamily, config: ActorCriticConfig) -> MemoryCore: ...
+
+    def stateful(self) -> dict[str, Any]:
+        return {"core": self.core, "heads": self.heads, "optimizer": self.optimizer,
+                "generator": GeneratorState(self._gen)}
 
     # Acting --------------------------------------------------------------------------------
     def _core_step(self, x: torch.Tensor, state: Any, active: torch.Tensor):

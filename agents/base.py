@@ -29,6 +29,7 @@ ablation is data, not a subclass.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -42,6 +43,19 @@ from metabench.profiles import LOCOMOTION
 
 if TYPE_CHECKING:
     from metabench.profiles import Profile
+
+
+class GeneratorState:
+    """A ``torch.Generator`` seen as something with ``state_dict`` / ``load_state_dict``."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["state"])
 
 
 class TrainingDiverged(RuntimeError):
@@ -147,6 +161,23 @@ class Agent(ABC):
     def training_summary(self) -> dict[str, float]:
         """Scalars about the finished meta-training, saved in the record as ``train_*`` metrics."""
         return {}
+
+    def stateful(self) -> dict[str, Any]:
+        """What a trained agent is, by name: objects with ``state_dict`` / ``load_state_dict`` (modules,
+        optimiser, the action generator as :class:`GeneratorState`). Empty: nothing is learned (Random)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trained agent's state (copies): the runner saves it beside the record as ``seed<N>.pt``."""
+        return {name: copy.deepcopy(obj.state_dict()) for name, obj in self.stateful().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into an agent built with the same config."""
+        parts = self.stateful()
+        if set(state) != set(parts):
+            raise ValueError(f"{type(self).__name__} state has parts {sorted(state)}, expected {sorted(parts)}")
+        for name, obj in parts.items():
+            obj.load_state_dict(state[name])
 
     @abstractmethod
     def initial_memory(self, batch_size: int) -> Any:

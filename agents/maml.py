@@ -60,7 +60,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .actor_critic import Rollout, clip_grad_norm, sample_action
-from .base import Agent, AgentConfig, AgentInput, TrainingMonitor, keep_inactive, merged_defaults
+from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, keep_inactive, merged_defaults
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,9 @@ class MAMLAgent(Agent):
         self._gen = torch.Generator().manual_seed(seed)
         self._summary: dict[str, float] = {}
         self._forward = vmap(self._forward_one)
+
+    def stateful(self) -> dict[str, Any]:
+        return {"policy": self.policy, "optimizer": self.optimizer, "generator": GeneratorState(self._gen)}
 
     # The policy with per-task parameters -----------------------------------------------------
     def _forward_one(self, params: Params, obs: torch.Tensor) -> torch.Tensor:

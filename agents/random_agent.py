@@ -8,7 +8,7 @@ import torch
 
 from metabench.envs.base import TaskFamily
 
-from .base import Agent, AgentInput, TrainingMonitor
+from .base import Agent, AgentInput, GeneratorState, TrainingMonitor
 
 
 class RandomAgent(Agent):
@@ -20,6 +20,9 @@ class RandomAgent(Agent):
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
         return 0  # nothing to learn
+
+    def stateful(self) -> dict[str, Any]:
+        return {"generator": GeneratorState(self._gen)}  # nothing learned, but where its action stream stands
 
     def initial_memory(self, batch_size: int) -> Any:
         return None

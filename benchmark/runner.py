@@ -13,6 +13,7 @@ raises becomes a ``failed`` record with its error, and the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
@@ -166,6 +167,10 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
                      "machine": platform.machine(), "threads": torch.get_num_threads()},
     }
     rows: list[tuple[str, float, str, float]] = []
+    path = spec.path(results)
+    weights = state_path(path)
+    weights.unlink(missing_ok=True)  # a rerun's record never sits beside an earlier run's weights
+    state: dict[str, Any] = {}
     try:
         profile = PROFILES.get(spec.profile)
         family = make_family(spec.task)
@@ -192,6 +197,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         train_start = time.perf_counter()
         used = int(agent.meta_train(family, budget, monitor))
         train_time = time.perf_counter() - train_start
+        state = agent.state_dict()  # before the final evaluation draws actions: loaded, it scores the same
         if used > budget:
             raise RuntimeError(f"agent used {used} env steps, over its budget of {budget}")
         record["env_steps"] = used
@@ -213,10 +219,44 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         record["traceback"] = traceback.format_exc()
         record["metrics"] = {}
     record["wall_time_s"] = round(time.perf_counter() - started, 3)
-    path = spec.path(results)
     write_atomic(path.with_name(f"seed{spec.seed}.curves.csv"), curves_csv(rows))
+    if state and record["status"] == "ok":
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(weights, buf.getvalue())
     write_record(path, record)
     return record
+
+
+def state_path(record: Path) -> Path:
+    """Where a run's trained agent is saved: ``seed<N>.pt`` beside its record (git-ignored)."""
+    return Path(record).with_suffix(".pt")
+
+
+def load_agent(record: Path) -> Any:
+    """The trained agent of a finished run, rebuilt from its record and ``seed<N>.pt``.
+
+    It is the agent as meta-training left it, before the record's held-out evaluation: evaluating it
+    (:func:`metabench.protocol.evaluate`, the record's seed and test-task count) gives the record's
+    metrics again. Raises ``ValueError`` with a one-line reason if the record is not an ``ok`` run of
+    the config this code runs, or its weights are missing.
+    """
+    rec = load_record(record)
+    if rec["status"] != "ok":
+        raise ValueError(f"{record}: the run {rec['status']}; no trained agent")
+    profile = PROFILES.get(rec["profile"])
+    now = resolve_config(rec["agent"], rec["task"], profile, rec["seed"])
+    if not same_config(rec["config"], now):
+        raise ValueError(f"{record}: recorded with another config than this code runs; rerun it")
+    family = make_family(rec["task"])
+    entry = AGENTS.get(rec["agent"])
+    agent = entry.build(family, entry.config(family, profile), rec["seed"])
+    if agent.stateful():  # else nothing was learned (Random): the fresh agent is the trained one
+        weights = state_path(record)
+        if not weights.exists():
+            raise ValueError(f"{record}: no saved agent beside it ({weights.name}); rerun it to save one")
+        agent.load_state_dict(torch.load(weights, weights_only=True))
+    return agent
 
 
 def _suffixed(metric: str, suffix: str) -> str:
@@ -294,4 +334,4 @@ def run_sweep(
     return SweepResult(done, skipped, crashed)
 
 
-__all__ = ["RunSpec", "SweepResult", "execute_run", "pending", "plan", "run_sweep"]
+__all__ = ["RunSpec", "SweepResult", "execute_run", "load_agent", "pending", "plan", "run_sweep", "state_path"]

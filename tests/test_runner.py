@@ -11,7 +11,7 @@ import torch
 from metabench.agents import Agent
 from metabench.profiles import PROFILES
 from metabench.records import SCHEMA, InvalidRecord, load_record, scan, write_record
-from metabench.runner import is_done, pending, plan, run_sweep
+from metabench.runner import is_done, pending, plan, run_sweep, state_path
 from metabench.suites import SUITES
 
 SMOKE = PROFILES.get("smoke")
@@ -83,7 +83,11 @@ def test_a_record_from_before_an_agent_option_existed_is_still_done(tmp_path):
 def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent):
     with temp_agent("exploding", Exploding), temp_agent("nan_loss", NaNLoss):
         runs, _ = plan(["exploding", "random", "nan_loss"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
+        stale = state_path(runs[0].path(tmp_path))  # an earlier run's weights, where the failing rerun writes
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"weights of an earlier run")
         out = run_sweep(runs, tmp_path, workers=1)
+    assert not stale.exists()
     by_agent = {r["agent"]: r for r in out.done}
     assert by_agent["random"]["status"] == "ok"
     assert by_agent["exploding"]["status"] == "failed"
@@ -160,3 +164,28 @@ def test_ablations_run_only_on_their_tasks():
     runs, notes = plan(["metods_s1", "metods"], [EFFICIENCY], SMOKE, seeds=1)
     assert [(r.task, r.agent) for r in runs] == [("harlow", "metods_s1"), ("harlow", "metods"), ("ant_dir", "metods")]
     assert notes == ["metods_s1 runs on harlow, maze only; skipped on ant_dir"]
+
+
+@pytest.mark.parametrize("agent", ["metods", "maml", "random"])
+def test_a_saved_agent_scores_its_record_again(tmp_path, agent):
+    """Each run leaves its trained agent beside the record; loaded, it gives the record's held-out metrics."""
+    from metabench.envs import make_family
+    from metabench.protocol import evaluate
+    from metabench.runner import load_agent
+
+    runs, _ = plan([agent], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
+    record = run_sweep(runs, tmp_path, workers=1).done[0]
+    assert record["status"] == "ok", record["error"]
+    path = runs[0].path(tmp_path)
+    assert state_path(path).exists()
+    loaded = load_agent(path)
+    ev = evaluate(loaded, make_family("harlow"), 0, SMOKE.test_tasks)
+    for metric in ("episode_return", "correct_after_first", "choices"):
+        assert ev.metrics[metric] == record["metrics"][metric]
+    state_path(path).unlink()
+    with pytest.raises(ValueError, match="no saved agent"):
+        load_agent(path)
+    record["config"]["profile"]["train_env_steps"] += 1  # a record of another budget than the code runs
+    write_record(path, record)
+    with pytest.raises(ValueError, match="another config"):
+        load_agent(path)
