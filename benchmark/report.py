@@ -457,7 +457,7 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
             keep = x > 0 if log_x else np.ones_like(x, dtype=bool)
             ax.plot(x[keep], iqm[keep], color=colors[agent], label=agent)
             ax.fill_between(x[keep], low[keep], high[keep], color=colors[agent], alpha=0.2, linewidth=0)
-        _training_axis(ax, family, log_x and bool(ax.lines))
+        _training_axis(ax, family)
         ax.axhline(1, color="gray", linewidth=1, linestyle="--")
         ax.axhline(0, color="gray", linewidth=1, linestyle=":")
         ax.set_ylabel("normalised held-out score (IQM over seeds)")
@@ -496,10 +496,12 @@ def _task_key(suite, task: str):
     return (suite.tasks.index(task) if suite and task in suite.tasks else len(suite.tasks) if suite else 0, task)
 
 
-def _training_axis(ax, family: TaskFamily, log_x: bool) -> None:
-    """The x axis of a meta-training curve: its unit, log or linear, ticks in engineering units (50k, 2M)."""
+def _training_axis(ax, family: TaskFamily) -> None:
+    """The x axis of a meta-training curve, once its lines are drawn: its unit, log (the family's
+    ``curve_xscale``, where there are lines) or linear, ticks in engineering units (50k, 2M)."""
     from matplotlib.ticker import EngFormatter
 
+    log_x = family.curve_xscale == "log" and bool(ax.lines)
     if log_x:
         ax.set_xscale("log")
     elif ax.lines:  # long plain numbers (75000100000...) run into each other
@@ -563,7 +565,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
-        _training_axis(ax, family, log_x and bool(ax.lines))
+        _training_axis(ax, family)
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: held-out {metric}\nalong meta-training (mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
