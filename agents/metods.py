@@ -56,6 +56,11 @@ class MetODSConfig(ActorCriticConfig):
     """α as a learned N x N mask, or one learned scalar (the paper's "no α" ablation)."""
     w0: Literal["learned", "zeros"] = "learned"
     """W at task start: a learned matrix (initialised at 0), or fixed zeros."""
+    encoder_hidden: int = 0
+    """Width of a hidden tanh layer in the encoder f (0, the default everywhere: f is one linear layer, then
+    tanh); SPEC.md leaves f's depth open. On Harlow (quick, 12 M env steps, 5 seeds) a 64-unit layer left
+    the number of seeds that solve the task where it was for S = 4 (4 of 5) and moved S = 1 from 2 to 3 of
+    5 (scratch runs, README "Findings"), so it is not the default."""
     nonlinearity: Literal["tanh", "relu", "identity"] = "tanh"
     """σ applied to reads."""
     convex_beta: bool = True
@@ -69,8 +74,8 @@ class MetODSConfig(ActorCriticConfig):
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
 
     def __post_init__(self):
-        if self.N < 1 or self.S < 1:
-            raise ValueError("N and S must be positive")
+        if self.N < 1 or self.S < 1 or self.encoder_hidden < 0:
+            raise ValueError("N and S must be positive, encoder_hidden >= 0")
         for name, allowed in (("write", ("vanilla", "linear", "mlp")), ("plasticity", ("elementwise", "scalar")),
                               ("w0", ("learned", "zeros")), ("nonlinearity", ("tanh", "relu", "identity")),
                               ("form", ("auto", "direct", "symbolic"))):
@@ -93,7 +98,9 @@ class MetODSCore(MemoryCore):
         self.hidden_dim = n
         self.symbolic = cfg.form == "symbolic" or (cfg.form == "auto" and n >= 32)
         self.sigma = _SIGMA[cfg.nonlinearity]
-        self.encoder = xavier_linear(in_dim, n)
+        h = cfg.encoder_hidden
+        self.encoder = (nn.Sequential(xavier_linear(in_dim, h), nn.Tanh(), xavier_linear(h, n)) if h
+                        else xavier_linear(in_dim, n))
         # κ: rows s = 1..S, columns l = 0..s (lower triangle used); κ[s,0] = κ[s,s] = 1.
         kappa = torch.zeros(s + 1, s + 1)
         for i in range(1, s + 1):

@@ -40,8 +40,9 @@ def perturb(core: MetODSCore, seed: int, scale: float = 0.3) -> None:
 def reference_params(core: MetODSCore) -> dict[str, torch.Tensor]:
     """The core's parameters as float64 tensors (β through ``core.beta()``)."""
     d = lambda t: t.detach().to(torch.float64).clone()  # noqa: E731
+    enc = list(core.encoder) if core.cfg.encoder_hidden else [core.encoder]
     p = {
-        "enc_w": d(core.encoder.weight), "enc_b": d(core.encoder.bias),
+        "enc": [(d(lin.weight), d(lin.bias)) for lin in enc if isinstance(lin, torch.nn.Linear)],
         "kappa": d(core.kappa), "beta": d(core.beta()), "alpha": d(core.alpha),
     }
     if core.cfg.write == "linear":
@@ -65,7 +66,10 @@ def reference_step(p, cfg: MetODSConfig, x: torch.Tensor, W: torch.Tensor):
     sigma = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[cfg.nonlinearity]
     kappa, beta, alpha = p["kappa"], p["beta"], p["alpha"]
     n = W.shape[0]
-    V = [torch.tanh(p["enc_w"] @ x + p["enc_b"])]
+    h = x  # f: linear layers, tanh between them and after the last
+    for w, b in p["enc"]:
+        h = torch.tanh(w @ h + b)
+    V = [h]
     Ws = [W]
     for s in range(1, cfg.S + 1):
         v = V[s - 1]
@@ -133,10 +137,11 @@ def test_update_matches_per_environment_reference(write, S, plasticity, form):
 
 
 @pytest.mark.parametrize("overrides", [{"convex_beta": False}, {"nonlinearity": "relu"},
-                                       {"nonlinearity": "identity", "write": "vanilla"}, {"w0": "zeros"}])
+                                       {"nonlinearity": "identity", "write": "vanilla"}, {"w0": "zeros"},
+                                       {"encoder_hidden": 6}])
 @pytest.mark.parametrize("form", ["direct", "symbolic"])
 def test_update_matches_reference_other_options(overrides, form):
-    """Free β, the other σ and a fixed W0 follow the same rule."""
+    """Free β, the other σ, a fixed W0 and a two-layer encoder follow the same rule."""
     cfg = MetODSConfig(N=4, S=3, form=form, **overrides)
     assert run_against_reference(cfg, 10, torch.float64, scale=0.1) < 1e-12
     # Identity reads let v and W grow step after step, which amplifies float32 rounding (1.4e-5 seen).
@@ -344,7 +349,8 @@ def test_w0_zeros_stays_zero_through_an_update():
 
 
 @pytest.mark.parametrize("field, value", [("write", "quadratic"), ("plasticity", "none"), ("form", "fast"),
-                                          ("w0", "random"), ("nonlinearity", "sigmoid"), ("N", 0), ("S", 0)])
+                                          ("w0", "random"), ("nonlinearity", "sigmoid"), ("N", 0), ("S", 0),
+                                          ("encoder_hidden", -1)])
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field if field not in ("N", "S") else "positive"):
         MetODSConfig(**{field: value})
