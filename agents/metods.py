@@ -83,6 +83,11 @@ class MetODSConfig(ActorCriticConfig):
                 raise ValueError(f"MetODS {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
+def _tanh_mlp(i: int, h: int, o: int) -> nn.Sequential:
+    """Linear ``i -> h``, tanh, linear ``h -> o`` (Xavier-initialised): the MLP write and the two-layer encoder."""
+    return nn.Sequential(xavier_linear(i, h), nn.Tanh(), xavier_linear(h, o))
+
+
 _SIGMA = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
 
 
@@ -99,8 +104,7 @@ class MetODSCore(MemoryCore):
         self.symbolic = cfg.form == "symbolic" or (cfg.form == "auto" and n >= 32)
         self.sigma = _SIGMA[cfg.nonlinearity]
         h = cfg.encoder_hidden
-        self.encoder = (nn.Sequential(xavier_linear(in_dim, h), nn.Tanh(), xavier_linear(h, n)) if h
-                        else xavier_linear(in_dim, n))
+        self.encoder = _tanh_mlp(in_dim, h, n) if h else xavier_linear(in_dim, n)
         # κ: rows s = 1..S, columns l = 0..s (lower triangle used); κ[s,0] = κ[s,s] = 1.
         kappa = torch.zeros(s + 1, s + 1)
         for i in range(1, s + 1):
@@ -124,7 +128,7 @@ class MetODSCore(MemoryCore):
         if cfg.write == "linear":
             self.L = nn.Parameter(torch.eye(n))
         elif cfg.write == "mlp":
-            self.mlp = nn.Sequential(xavier_linear(n, n), nn.Tanh(), xavier_linear(n, n))
+            self.mlp = _tanh_mlp(n, n, n)
         self.W0 = nn.Parameter(torch.zeros(n, n), requires_grad=cfg.w0 == "learned")
 
     # Coefficients --------------------------------------------------------------------------

@@ -40,9 +40,8 @@ def perturb(core: MetODSCore, seed: int, scale: float = 0.3) -> None:
 def reference_params(core: MetODSCore) -> dict[str, torch.Tensor]:
     """The core's parameters as float64 tensors (β through ``core.beta()``)."""
     d = lambda t: t.detach().to(torch.float64).clone()  # noqa: E731
-    enc = list(core.encoder) if core.cfg.encoder_hidden else [core.encoder]
     p = {
-        "enc": [(d(lin.weight), d(lin.bias)) for lin in enc if isinstance(lin, torch.nn.Linear)],
+        "enc": [(d(m.weight), d(m.bias)) for m in core.encoder.modules() if isinstance(m, torch.nn.Linear)],
         "kappa": d(core.kappa), "beta": d(core.beta()), "alpha": d(core.alpha),
     }
     if core.cfg.write == "linear":
