@@ -66,6 +66,9 @@ def reference_step(p, cfg: MetODSConfig, x: torch.Tensor, W: torch.Tensor):
     kappa, beta, alpha = p["kappa"], p["beta"], p["alpha"]
     n = W.shape[0]
     h = x  # f: linear layers, tanh between them and after the last
+    if cfg.reward_coding == "sign":  # x = [obs, a, r, start]: r as two channels, its positive and negative parts
+        r = float(x[-2])
+        h = torch.cat([x[:-2], torch.tensor([max(r, 0.0), max(-r, 0.0)], dtype=x.dtype), x[-1:]])
     for w, b in p["enc"]:
         h = torch.tanh(w @ h + b)
     V = [h]
@@ -137,10 +140,10 @@ def test_update_matches_per_environment_reference(write, S, plasticity, form):
 
 @pytest.mark.parametrize("overrides", [{"convex_beta": False}, {"nonlinearity": "relu"},
                                        {"nonlinearity": "identity", "write": "vanilla"}, {"w0": "zeros"},
-                                       {"encoder_hidden": 6}])
+                                       {"encoder_hidden": 6}, {"reward_coding": "sign"}])
 @pytest.mark.parametrize("form", ["direct", "symbolic"])
 def test_update_matches_reference_other_options(overrides, form):
-    """Free β, the other σ, a fixed W0 and a two-layer encoder follow the same rule."""
+    """Free β, the other σ, a fixed W0, a two-layer encoder and the reward's sign channels follow the same rule."""
     cfg = MetODSConfig(N=4, S=3, form=form, **overrides)
     assert run_against_reference(cfg, 10, torch.float64, scale=0.1) < 1e-12
     # Identity reads let v and W grow step after step, which amplifies float32 rounding (1.4e-5 seen).
@@ -349,7 +352,7 @@ def test_w0_zeros_stays_zero_through_an_update():
 
 @pytest.mark.parametrize("field, value", [("write", "quadratic"), ("plasticity", "none"), ("form", "fast"),
                                           ("w0", "random"), ("nonlinearity", "sigmoid"), ("N", 0), ("S", 0),
-                                          ("encoder_hidden", -1)])
+                                          ("encoder_hidden", -1), ("reward_coding", "onehot")])
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field if field not in ("N", "S") else "positive"):
         MetODSConfig(**{field: value})
