@@ -89,6 +89,10 @@ class AgentInput:
         )
 
 
+REWARD_FEATURE = -2
+"""Column of the previous reward in :meth:`AgentInput.features`, counted from the end (the flag follows it)."""
+
+
 def feature_dim(family: TaskFamily) -> int:
     """Width of :meth:`AgentInput.features` for a family."""
     return family.obs_dim + family.action_space.n + 2

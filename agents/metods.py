@@ -41,7 +41,7 @@ from metabench.envs.base import TaskFamily
 from metabench.profiles import LOCOMOTION
 
 from .actor_critic import ActorCriticConfig, MemoryCore, RecurrentAgent, xavier_linear
-from .base import feature_dim
+from .base import REWARD_FEATURE, feature_dim
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,9 @@ class MetODSCore(MemoryCore):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """v0 = tanh(f(x)) from the step features [obs, a_{t-1}, r_{t-1}, episode start]."""
         if self.cfg.reward_coding == "sign":
-            r = x[:, -2:-1]
-            x = torch.cat([x[:, :-2], r.clamp(min=0), (-r).clamp(min=0), x[:, -1:]], 1)
+            i = REWARD_FEATURE
+            r = x[:, i : i + 1]
+            x = torch.cat([x[:, :i], r.clamp(min=0), (-r).clamp(min=0), x[:, i + 1 :]], 1)
         return torch.tanh(self.encoder(x))
 
     def forward(self, x: torch.Tensor, W: torch.Tensor):

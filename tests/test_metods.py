@@ -16,7 +16,7 @@ import torch
 
 from metabench.agents import AGENTS
 from metabench.agents.actor_critic import Rollout
-from metabench.agents.base import feature_dim
+from metabench.agents.base import REWARD_FEATURE, AgentInput, feature_dim
 from metabench.agents.metods import MetODSAgent, MetODSConfig, MetODSCore
 from metabench.envs import make_family, task_generator
 from metabench.envs.harlow import Harlow, HarlowConfig
@@ -149,6 +149,18 @@ def test_update_matches_reference_other_options(overrides, form):
     # Identity reads let v and W grow step after step, which amplifies float32 rounding (1.4e-5 seen).
     tol32 = 1e-4 if cfg.nonlinearity == "identity" else 1e-5
     assert run_against_reference(cfg, 10, torch.float32, scale=0.1) < tol32
+
+
+def test_sign_coding_splits_the_reward_column_of_the_features():
+    """The sign channels read r_{t-1} from the column where AgentInput.features puts it."""
+    family = make_family("harlow")
+    b = 3
+    inputs = AgentInput(obs=torch.zeros(b, family.obs_dim), prev_action=torch.zeros(b, dtype=torch.int64),
+                        prev_reward=torch.tensor([1.0, -1.0, 0.2]), episode_start=torch.ones(b, dtype=torch.bool),
+                        task_start=torch.zeros(b, dtype=torch.bool), active=torch.ones(b, dtype=torch.bool))
+    x = inputs.features(family.action_space)
+    assert x.shape[1] == feature_dim(family)
+    assert torch.equal(x[:, REWARD_FEATURE], inputs.prev_reward)
 
 
 def direct_and_symbolic(write: str, plasticity: str, dtype: torch.dtype, n: int = 40, b: int = 3, steps: int = 4):
