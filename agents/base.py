@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 
 from metabench.envs.base import ActionSpace, TaskFamily
-from metabench.profiles import LOCOMOTION
 
 if TYPE_CHECKING:
     from metabench.profiles import Profile
@@ -114,25 +113,6 @@ class TrainingMonitor(Protocol):
         """
 
 
-PROFILE_TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # smoke on MuJoCo, every agent: one update of 16 trials x 200 steps of a ~5k steps/s simulator
-    **{("smoke", task): {"batch_tasks": 16} for task in LOCOMOTION},
-}
-"""Settings for one (profile, task family) pair, shared by every agent that has the field."""
-
-
-def merged_defaults(family: TaskFamily, profile: "Profile", per_task: tuple[Mapping[str, dict[str, Any]], ...],
-                    per_profile: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """An agent's default hyperparameters, later layers winning: its per-family tables (in order), its
-    per-profile table, then :data:`PROFILE_TASK_DEFAULTS` for this (profile, family)."""
-    out: dict[str, Any] = {}
-    for table in per_task:
-        out.update(table.get(family.name, {}))
-    out.update(per_profile.get(profile.name, {}))
-    out.update(PROFILE_TASK_DEFAULTS.get((profile.name, family.name), {}))
-    return out
-
-
 @dataclass(frozen=True)
 class AgentConfig:
     """Base of every agent's frozen config (fields documented in subclasses)."""
@@ -142,6 +122,8 @@ class Agent(ABC):
     """A meta-RL agent: meta-trains on a family, then acts with per-trial memory."""
 
     Config: ClassVar[type[AgentConfig]] = AgentConfig
+    defaults_key: ClassVar[str] = ""
+    """The name this class's rows carry in the defaults table (:mod:`metabench.agents.defaults`)."""
 
     def __init__(self, family: TaskFamily, config: AgentConfig, seed: int):
         self.family = family
@@ -155,8 +137,10 @@ class Agent(ABC):
 
     @classmethod
     def default_config(cls, family: TaskFamily, profile: "Profile") -> AgentConfig:
-        """Hyperparameters for this family and profile."""
-        return cls.Config()
+        """Hyperparameters for this family and profile: the rows of the defaults table that apply."""
+        from .defaults import defaults_for
+
+        return cls.Config(**defaults_for(cls.defaults_key, cls.Config, family.name, profile.name))
 
     @abstractmethod
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:

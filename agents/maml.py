@@ -49,22 +49,22 @@ on θ is ignored, as in the original MAML.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from metabench.envs.base import TaskFamily, task_generator
-from metabench.profiles import LOCOMOTION
+from metabench.envs.base import TaskFamily
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .actor_critic import Rollout, clip_grad_norm, sample_action
-from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, keep_inactive, merged_defaults
+from .base import AgentInput, keep_inactive
+from .ppo import Evaluated, OnPolicyAgent, PPOConfig, Rollout, sample_action
 
 
 @dataclass(frozen=True)
-class MAMLConfig(AgentConfig):
+class MAMLConfig(PPOConfig):
+    """MAML's own fields; the outer loop's are the shared trainer's (:class:`~metabench.agents.ppo.PPOConfig`)."""
+
     hidden: int = 64
     """Width of the two hidden layers of the 3-layer MLP policy."""
     inner_lr: float = 0.5
@@ -75,38 +75,17 @@ class MAMLConfig(AgentConfig):
     """First-order MAML: the inner gradients are constants of the meta-gradient (no second-order term)."""
     adapt_every: int = 50
     """Length of a trial segment in steps; the policy adapts after each segment but the last."""
-    batch_tasks: int = 128
-    """Trials (one task each) per outer update."""
-    lr: float = 1e-3
-    """Adam learning rate of the outer loop."""
-    gamma: float = 0.99
-    """Discount of the outer return over the trial and of the inner reward-to-go."""
+    gae_lambda: float = 1.0
+    """1: the outer advantage is the discounted return over the trial minus the linear feature baseline."""
     ppo_epochs: int = 4
     """Passes of the outer PPO over each batch of trials."""
     minibatches: int = 4
-    """Minibatches of tasks per PPO epoch."""
-    ppo_clip: float = 0.2
-    """PPO ratio clip of the outer loop."""
-    entropy_coef: float = 0.01
-    """Weight of the entropy bonus of the outer loop."""
-    max_grad_norm: float = 1.0
-    """Global clip of the outer (meta-)gradient norm."""
-    init_log_std: float = -0.5
-    """Initial log standard deviation of the Gaussian head (continuous actions)."""
+    """Minibatches of trials per PPO epoch."""
 
-
-# Ours, per task: where the trial is cut (see the module docstring); then per profile.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "harlow": {"adapt_every": 10, "batch_tasks": 256, "ppo_epochs": 4, "minibatches": 8},
-    "maze": {"adapt_every": 50, "batch_tasks": 128, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.95},
-    # MuJoCo direction tasks: one adaptation at t = 100 of the 200-step trial (the paper's Ant-dir);
-    # inner step 0.1, MAML's own Ant-dir value.
-    **dict.fromkeys(LOCOMOTION, {"adapt_every": 100, "inner_lr": 0.1, "batch_tasks": 32, "ppo_epochs": 4,
-                                 "minibatches": 4, "gamma": 0.99}),
-}
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": {"batch_tasks": 64, "ppo_epochs": 2, "minibatches": 2},
-}
+    def __post_init__(self):
+        super().__post_init__()
+        if self.adapt_every < 1 or self.inner_steps < 0:
+            raise ValueError("adapt_every must be >= 1 and inner_steps >= 0")
 
 
 class MLPPolicy(nn.Module):
@@ -157,16 +136,6 @@ def segment_advantages(rewards: torch.Tensor, active: torch.Tensor, gamma: float
     return torch.where(sd > 1e-6, (ret - mu) / (sd + 1e-8), torch.zeros_like(ret)) * mask
 
 
-def trial_returns(rewards: torch.Tensor, active: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Discounted return from each step to the end of the trial, ``[T, B]``."""
-    ret = torch.zeros_like(rewards)
-    run = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        run = torch.where(active[t], rewards[t] + gamma * run, run)
-        ret[t] = run
-    return ret
-
-
 def linear_baseline(obs: torch.Tensor, returns: torch.Tensor, active: torch.Tensor, ridge: float = 1e-5):
     """Ridge least-squares fit of the returns on [obs, obs², t, t², t³, 1] over the batch's active steps, ``[T, B]``.
 
@@ -184,29 +153,22 @@ def linear_baseline(obs: torch.Tensor, returns: torch.Tensor, active: torch.Tens
     return feats @ w.to(feats.dtype)
 
 
-class MAMLAgent(Agent):
+class MAMLAgent(OnPolicyAgent):
     Config = MAMLConfig
     config: MAMLConfig
-
-    @classmethod
-    def default_config(cls, family: TaskFamily, profile) -> MAMLConfig:
-        return cls.Config(**merged_defaults(family, profile, (TASK_DEFAULTS,), PROFILE_DEFAULTS))
+    defaults_key = "maml"
 
     def __init__(self, family: TaskFamily, config: MAMLConfig, seed: int):
         super().__init__(family, config, seed)
-        if config.adapt_every < 1 or config.inner_steps < 0:
-            raise ValueError("adapt_every must be >= 1 and inner_steps >= 0")
         torch.manual_seed(seed)
         self.space = family.action_space
         self.policy = MLPPolicy(family.obs_dim, self.space.n, config.hidden, self.space.discrete,
                                 config.init_log_std)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
-        self._gen = torch.Generator().manual_seed(seed)
-        self._summary: dict[str, float] = {}
+        self.init_trainer(self.policy.parameters())
         self._forward = vmap(self._forward_one)
 
     def stateful(self) -> dict[str, Any]:
-        return {"policy": self.policy, "optimizer": self.optimizer, "generator": GeneratorState(self._gen)}
+        return {"policy": self.policy, **super().stateful()}
 
     # The policy with per-task parameters -----------------------------------------------------
     def _forward_one(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
@@ -272,21 +234,21 @@ class MAMLAgent(Agent):
         params = {name: keep_inactive(active, new[name].detach(), memory.params[name]) for name in new}
         return MAMLMemory(params, memory.t, [], [], [], [])
 
-    # Meta-training --------------------------------------------------------------------------
-    def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
-        """One trial of each of ``batch_tasks`` train tasks; the rollout's ``features`` are the observations."""
-        from metabench.protocol import run_trials
+    # What the shared trainer asks -------------------------------------------------------------
+    def step_record(self, inputs: AgentInput) -> torch.Tensor:
+        return inputs.obs  # the policy sees the observation only
 
-        tasks = family.sample_tasks(self.config.batch_tasks, "train", generator)
-        obs, actions = [], []
+    def evaluate_actions(self, ro: Rollout, differentiable: bool) -> Evaluated:
+        """Each step's log-probability under the parameters that acted there, the adaptation recomputed from
+        the current θ (second order unless ``first_order``). No value head: see :meth:`fit_baseline`."""
+        logp, ent = self.trial_log_probs(ro.features, ro.actions, ro.rewards, ro.active,
+                                         create_graph=differentiable and not self.config.first_order)
+        if not differentiable:
+            logp, ent = logp.detach(), ent.detach()
+        return Evaluated(logp, ent, None)
 
-        def record(inputs: AgentInput, action: torch.Tensor) -> None:
-            obs.append(inputs.obs)
-            actions.append(action)
-
-        with torch.no_grad():
-            res = run_trials(self, family, tasks, on_step=record)
-        return Rollout(torch.stack(obs), torch.stack(actions), res.rewards, res.active)
+    def fit_baseline(self, ro: Rollout, returns: torch.Tensor) -> torch.Tensor:
+        return linear_baseline(ro.features, returns, ro.active)
 
     def trial_log_probs(self, obs, actions, rewards, active, create_graph: bool):
         """Log-probabilities and entropies ``[T, B]`` of a recorded trial, each step under the parameters
@@ -306,61 +268,5 @@ class MAMLAgent(Agent):
                 params = self.adapt(params, o, a, rewards[seg].T, active[seg].T, create_graph, first_logp=logp)
         return torch.cat(logps, 1).T, torch.cat(ents, 1).T
 
-    def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
-        gen = task_generator(self.seed, "train")
-        steps = episodes = 0
-        while True:
-            ro = self.collect(family.training_family(steps / max(budget_env_steps, 1)), gen)
-            n = int(ro.active.sum())
-            if steps + n > budget_env_steps:
-                break
-            steps += n
-            episodes += ro.features.shape[1] * family.episodes_per_trial
-            scalars = self.update(ro)
-            monitor.update(steps, episodes, scalars)
-            self._summary["grad_norm_last"] = scalars["grad_norm"]
-            self._summary["grad_norm_max"] = max(self._summary.get("grad_norm_max", -math.inf), scalars["grad_norm"])
-        return steps
 
-    def training_summary(self) -> dict[str, float]:
-        return dict(self._summary)
-
-    def update(self, ro: Rollout) -> dict[str, float]:
-        """PPO epochs over minibatches of tasks, the adaptation recomputed from the current θ each time."""
-        cfg = self.config
-        obs, actions, rewards, active = ro.features, ro.actions, ro.rewards, ro.active
-        mask = active.to(torch.float32)
-        ret = trial_returns(rewards, active, cfg.gamma)
-        adv = ret - linear_baseline(obs, ret, active)
-        mu = adv[active].mean()
-        sd = adv[active].std()
-        adv = torch.where(active, (adv - mu) / (sd + 1e-8), 0.0)
-        old_logp, _ = self.trial_log_probs(obs, actions, rewards, active, create_graph=False)
-        old_logp = old_logp.detach()
-        second_order = not cfg.first_order
-        stats: dict[str, list[float]] = {}
-        b = obs.shape[1]
-        for _epoch in range(cfg.ppo_epochs):
-            for idx in torch.randperm(b, generator=self._gen).chunk(cfg.minibatches):
-                logp, ent = self.trial_log_probs(obs[:, idx], actions[:, idx], rewards[:, idx], active[:, idx],
-                                                 create_graph=second_order)
-                m, a = mask[:, idx], adv[:, idx]
-                ratio = (logp - old_logp[:, idx]).exp()
-                pg = -torch.minimum(ratio * a, ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * a)
-                n = m.sum()
-                policy_loss = (pg * m).sum() / n
-                entropy = (ent * m).sum() / n
-                loss = policy_loss - cfg.entropy_coef * entropy
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = clip_grad_norm(list(self.policy.parameters()), cfg.max_grad_norm)
-                self.optimizer.step()
-                for key, v in {"loss": loss, "policy_loss": policy_loss, "entropy": entropy,
-                               "grad_norm": grad_norm}.items():
-                    stats.setdefault(key, []).append(float(v.detach()))
-        out = {key: sum(v) / len(v) for key, v in stats.items()}
-        out["train_return"] = float(rewards.sum(0).mean())
-        return out
-
-
-__all__ = ["MAMLAgent", "MAMLConfig", "MLPPolicy", "linear_baseline", "segment_advantages", "trial_returns"]
+__all__ = ["MAMLAgent", "MAMLConfig", "MLPPolicy", "linear_baseline", "segment_advantages"]

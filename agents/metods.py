@@ -12,7 +12,7 @@ every step. Per step, from the step features x = [obs, a_{t-1}, r_{t-1}, episode
     policy, value = g(V[S]);  W_t = Ws[S]
 
 θ = {f, g, α, κ, β, W0, L or the MLP} is meta-learned through the whole trial
-by the shared trainer (:mod:`metabench.agents.actor_critic`); W is the
+by the shared trainer (:mod:`metabench.agents.ppo`); W is the
 per-trial memory, reset to W0 at task start.
 
 **Convex β** (default, ours; SPEC.md "What a prototype of ours measured"):
@@ -38,14 +38,13 @@ import torch
 from torch import nn
 
 from metabench.envs.base import TaskFamily
-from metabench.profiles import LOCOMOTION
 
-from .actor_critic import ActorCriticConfig, MemoryCore, RecurrentAgent, xavier_linear
+from .recurrent import MemoryCore, RecurrentAgent, RecurrentConfig, xavier_linear
 from .base import REWARD_FEATURE, feature_dim
 
 
 @dataclass(frozen=True)
-class MetODSConfig(ActorCriticConfig):
+class MetODSConfig(RecurrentConfig):
     N: int = 64
     """Neurons: W is N x N per environment (the task family's default: Harlow 20, else 64)."""
     S: int = 4
@@ -58,15 +57,13 @@ class MetODSConfig(ActorCriticConfig):
     """W at task start: a learned matrix (initialised at 0), or fixed zeros."""
     encoder_hidden: int = 0
     """Width of a hidden tanh layer in the encoder f (0, the default everywhere: f is one linear layer, then
-    tanh); SPEC.md leaves f's depth open. On Harlow (quick, 12 M env steps, 5 seeds) a 64-unit layer left
-    the number of seeds that solve the task where it was for S = 4 (4 of 5) and moved S = 1 from 2 to 3 of
-    5 (scratch runs, README "Findings"), so it is not the default."""
+    tanh). The project spec leaves f's depth open; a 64-unit layer did not change how many S = 4 seeds solve
+    Harlow (FINDINGS.md), so it is not the default."""
     reward_coding: Literal["scalar", "sign"] = "scalar"
     """How f sees the previous reward: the feature as it is (the default everywhere), or split into two
     channels max(r, 0) and max(-r, 0), so that a loss and a win move different inputs of f rather than one
-    input both ways. On Harlow (quick, 12 M env steps) S = 4 solved the task in 4 of 5 seeds either way
-    (mean 4.65 against the records' 4.58; seed 3 stayed on the "stay after a win" plateau with both) and S = 1
-    in 2 of 5, with one more seed at 0.86 choice accuracy (mean 4.03 against 3.79): README "Findings"."""
+    input both ways. The sign channels did not change how many S = 4 seeds solve Harlow (FINDINGS.md), so the
+    scalar feature stays the default."""
     nonlinearity: Literal["tanh", "relu", "identity"] = "tanh"
     """σ applied to reads."""
     convex_beta: bool = True
@@ -80,6 +77,7 @@ class MetODSConfig(ActorCriticConfig):
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
 
     def __post_init__(self):
+        super().__post_init__()
         if self.N < 1 or self.S < 1 or self.encoder_hidden < 0:
             raise ValueError("N and S must be positive, encoder_hidden >= 0")
         for name, allowed in (("write", ("vanilla", "linear", "mlp")), ("plasticity", ("elementwise", "scalar")),
@@ -233,9 +231,7 @@ class MetODSCore(MemoryCore):
 class MetODSAgent(RecurrentAgent):
     Config = MetODSConfig
     config: MetODSConfig
-    # Per-task sizes (SPEC.md: Harlow N = 20); compiled: the step is ~7x faster fwd+bwd.
-    core_defaults = {"harlow": {"N": 20, "compile": True}, "maze": {"N": 64, "compile": True},
-                     **dict.fromkeys(LOCOMOTION, {"N": 64, "compile": True})}
+    defaults_key = "metods"
 
     def make_core(self, family: TaskFamily, config: MetODSConfig) -> MetODSCore:
         return MetODSCore(feature_dim(family), config)

@@ -3,7 +3,7 @@
 Input: [obs, previous action, previous reward, episode-start flag]. The
 hidden state is reset at task start only, never at episode boundaries, so
 what the GRU learned about the task carries across the episodes of a trial.
-Trained by the shared actor-critic trainer (:mod:`metabench.agents.actor_critic`).
+Trained by the shared PPO trainer (:mod:`metabench.agents.ppo`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from torch import nn
 
 from metabench.envs.base import TaskFamily
 
-from .actor_critic import ActorCriticConfig, MemoryCore, RecurrentAgent
+from .recurrent import MemoryCore, RecurrentAgent, RecurrentConfig
 from .base import feature_dim
 
 
 @dataclass(frozen=True)
-class RL2Config(ActorCriticConfig):
+class RL2Config(RecurrentConfig):
     hidden: int = 128
     """GRU hidden size."""
 
@@ -41,6 +41,7 @@ class GRUCore(MemoryCore):
 
 class RL2Agent(RecurrentAgent):
     Config = RL2Config
+    defaults_key = "rl2"
     config: RL2Config
 
     def make_core(self, family: TaskFamily, config: RL2Config) -> GRUCore:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from metabench.agents import AGENTS
-from metabench.agents.actor_critic import Rollout
+from metabench.agents.ppo import Rollout
 from metabench.agents.base import REWARD_FEATURE, AgentInput, feature_dim
 from metabench.agents.metods import MetODSAgent, MetODSConfig, MetODSCore
 from metabench.envs import make_family, task_generator

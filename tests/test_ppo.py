@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metabench.agents import AGENTS
-from metabench.agents.actor_critic import Rollout, gae
+from metabench.agents.ppo import Rollout, gae
 from metabench.envs import task_generator
 from metabench.envs.harlow import Harlow, HarlowConfig
 from metabench.profiles import PROFILES
@@ -223,7 +223,7 @@ def test_collect_counts_the_env_steps_meta_train_reports():
 
 def test_clip_grad_norm_survives_float32_overflow_of_the_norm():
     """Entries of 1e20 are finite in float32, their squares are not: the norm must still be finite."""
-    from metabench.agents.actor_critic import clip_grad_norm
+    from metabench.agents.ppo import clip_grad_norm
 
     p, q = torch.nn.Parameter(torch.zeros(1000)), torch.nn.Parameter(torch.zeros(3))
     p.grad = torch.full((1000,), 1e20)

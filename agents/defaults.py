@@ -1,0 +1,112 @@
+"""Every agent's default hyperparameters, in one table keyed by (agent, task, profile).
+
+A :class:`Row` names the agents (by their class's ``defaults_key``), the tasks and
+the profiles it applies to (``ANY``: all of them) and the settings it makes.
+Rows apply in order, later rows winning, and a row sets only the fields that
+the agent's config declares (``batch_tasks`` of a smoke MuJoCo row reaches
+MetODS, RL² and MAML, not Random). A registered variant (``metods_s1``) then
+applies its own overrides (``metabench.agents``). ``metabench config AGENT TASK
+--profile P`` prints the result, as a run of it would record it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from metabench.profiles import LOCOMOTION
+
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Row:
+    agents: tuple[str, ...] | str
+    """Defaults keys of agent classes (``metods``, ``rl2``, ``maml``), or ``ANY``."""
+    tasks: tuple[str, ...] | str
+    """Task family names, or ``ANY``."""
+    profiles: tuple[str, ...] | str
+    """Profile names, or ``ANY``."""
+    settings: Mapping[str, Any]
+    """Config field -> value."""
+    why: str
+    """What the row is for, one line."""
+
+    def applies(self, agent: str, task: str, profile: str) -> bool:
+        return all(key == ANY or name in key for key, name in
+                   ((self.agents, agent), (self.tasks, task), (self.profiles, profile)))
+
+
+RECURRENT = ("metods", "rl2")
+"""The agents that share the recurrent trainer settings: only the memory core differs between them."""
+
+TABLE: tuple[Row, ...] = (
+    # --- The trainer, per task (recurrent agents: identical settings, so only the memory differs) ---
+    Row(RECURRENT, ("harlow",), ANY,
+        {"batch_tasks": 256, "ppo_epochs": 4, "minibatches": 8, "gamma": 0.99, "gae_lambda": 0.95},
+        "PPO, 4 epochs x 8 minibatches of 32 trials: full-trial A2C updates were too few per env step to "
+        "leave chance (FINDINGS.md, Harlow)"),
+    Row(RECURRENT, ("maze",), ANY,
+        {"batch_tasks": 64, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.95, "gae_lambda": 0.95,
+         "reward_scale": 0.1},
+        "γ = λ = 0.95 and reward x 0.1 as the prototype; PPO 4 x 4 on 64 trials, more updates per env step "
+        "than 256 trials (FINDINGS.md, maze)"),
+    Row(RECURRENT, LOCOMOTION, ANY,
+        {"batch_tasks": 128, "ppo_epochs": 4, "minibatches": 4, "gamma": 0.99, "gae_lambda": 0.95,
+         "reward_scale": 0.1, "lr": 3e-4},
+        "PPO for continuous control; rewards of order 1 over 200 steps scaled by 0.1; 128 trials per update "
+        "keep the per-step overhead of the BPTT replay small"),
+    # --- MetODS's core sizes (the paper: Harlow N = 20); the compiled step is several times faster ---
+    Row(("metods",), ("harlow",), ANY, {"N": 20, "compile": True}, "the paper's Harlow size"),
+    Row(("metods",), ("maze", *LOCOMOTION), ANY, {"N": 64, "compile": True}, "ours: N for the maze and MuJoCo"),
+    # --- MAML: where the trial is cut for the inner adaptation (agents/maml.py), and its batches ---
+    Row(("maml",), ("harlow",), ANY, {"adapt_every": 10, "batch_tasks": 256, "ppo_epochs": 4, "minibatches": 8},
+        "adapts after each presentation and fixation (about 10 steps)"),
+    Row(("maml",), ("maze",), ANY, {"adapt_every": 50, "batch_tasks": 128, "ppo_epochs": 4, "minibatches": 4,
+                                    "gamma": 0.95},
+        "adapts once, at step 50 of 100"),
+    Row(("maml",), LOCOMOTION, ANY, {"adapt_every": 100, "inner_lr": 0.1, "batch_tasks": 32, "ppo_epochs": 4,
+                                     "minibatches": 4, "gamma": 0.99},
+        "adapts once at t = 100 of 200 (the paper's Ant-dir); inner step 0.1, MAML's own Ant-dir value"),
+    # --- Profiles ---
+    Row(RECURRENT, ANY, ("smoke",), {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
+        "seconds a run (CI, the regression gate): no compile, small batches"),
+    Row(("maml",), ANY, ("smoke",), {"batch_tasks": 64, "ppo_epochs": 2, "minibatches": 2},
+        "seconds a run (CI, the regression gate)"),
+    Row(ANY, LOCOMOTION, ("smoke",), {"batch_tasks": 16},
+        "smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator"),
+)
+
+
+def declared(config_cls: type) -> set[str]:
+    """The field names a config class declares."""
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def defaults_for(agent_key: str, config_cls: type, task: str, profile: str,
+                 table: tuple[Row, ...] = TABLE) -> dict[str, Any]:
+    """The settings of every row that applies to (agent, task, profile), in order, restricted to the fields
+    ``config_cls`` declares."""
+    fields = declared(config_cls)
+    out: dict[str, Any] = {}
+    for row in table:
+        if row.applies(agent_key, task, profile):
+            out.update({k: v for k, v in row.settings.items() if k in fields})
+    return out
+
+
+def unknown_settings(config_classes: Mapping[str, type], table: tuple[Row, ...] = TABLE) -> list[str]:
+    """Settings that no config class of the agents a row names declares (a typo would otherwise be dropped
+    silently). ``config_classes``: defaults key -> config class of every registered agent."""
+    problems = []
+    for row in table:
+        keys = list(config_classes) if row.agents == ANY else [k for k in row.agents if k in config_classes]
+        if not keys:
+            problems.append(f"row {row.why!r} names no registered agent")
+            continue
+        known = set().union(*(declared(config_classes[k]) for k in keys))
+        problems += [f"row {row.why!r}: no agent it names declares {name!r}" for name in row.settings
+                     if name not in known]
+    return problems
