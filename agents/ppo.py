@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from metabench.envs.base import TaskFamily, task_generator
+from metabench.envs.base import Step, TaskFamily, task_generator
 
 from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor
 
@@ -206,7 +206,7 @@ class OnPolicyAgent(Agent):
         tasks = family.sample_tasks(self.config.batch_tasks, "train", generator)
         kept, actions = [], []
 
-        def record(inputs: AgentInput, action: torch.Tensor) -> None:
+        def record(inputs: AgentInput, action: torch.Tensor, _step: Step) -> None:
             kept.append(self.step_record(inputs))
             actions.append(action)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from metabench.agents.base import Agent, AgentInput, TrainingDiverged
-from metabench.envs.base import TaskBatch, TaskFamily, task_generator
+from metabench.envs.base import Step, TaskBatch, TaskFamily, task_generator
 
 
 @dataclass
@@ -32,17 +32,28 @@ class TrialResult:
     """``[steps, B]``: reward at each step of the trial (episodes back to back, 0 where inactive)."""
     active: torch.Tensor
     """``[steps, B]`` bool: the step was inside an episode."""
+    terminated: torch.Tensor
+    """``[steps, B]`` bool: the step ended its episode by termination (no bootstrap)."""
+    truncated: torch.Tensor
+    """``[steps, B]`` bool: the step ended its episode by truncation (bootstrap from the final observation)."""
+
+
+StepRecorder = Callable[[AgentInput, torch.Tensor, Step], None]
+"""``on_step(inputs, action, step)``: what the agent saw, what it did, and the transition that followed
+(``step.obs`` is the next observation, the final one where the step ended the episode; ``step.info`` holds
+per-step signals such as a success flag)."""
 
 
 def run_trials(
     agent: Agent,
     family: TaskFamily,
     tasks: TaskBatch,
-    on_step: Callable[[AgentInput, torch.Tensor], None] | None = None,
+    on_step: StepRecorder | None = None,
 ) -> TrialResult:
     """One trial of each task in ``tasks``, all in one batch, memory reset once at task start.
 
-    ``on_step(inputs, action)`` sees every step (trainers record their rollouts with it).
+    ``on_step`` sees every step after the environment took it (trainers record their rollouts with it:
+    an on-policy trainer keeps ``inputs`` and ``action``, an off-policy one the whole transition).
     """
     env = family.make_env(tasks)
     b = len(tasks)
@@ -50,7 +61,7 @@ def run_trials(
     memory = agent.initial_memory(b)
     prev_action = space.zeros(b)
     prev_reward = torch.zeros(b)
-    per_episode, rewards, actives = [], [], []
+    per_episode, rewards, actives, terminated, truncated = [], [], [], [], []
     for episode in range(family.episodes_per_trial):
         obs = env.reset()
         for t in range(family.max_episode_steps):
@@ -63,9 +74,9 @@ def run_trials(
                 active=~env.done,
             )
             action, memory = agent.act(inputs, memory)
-            if on_step is not None:
-                on_step(inputs, action)
             step = env.step(action)
+            if on_step is not None:
+                on_step(inputs, action, step)
             obs = step.obs
             prev_action = torch.where(
                 step.active.view(-1, *([1] * (action.dim() - 1))), action, prev_action
@@ -73,10 +84,13 @@ def run_trials(
             prev_reward = torch.where(step.active, step.reward, prev_reward)
             rewards.append(step.reward)
             actives.append(step.active)
+            terminated.append(step.terminated)
+            truncated.append(step.truncated)
             if bool(env.done.all()):
                 break
         per_episode.append(env.episode_metrics())
-    return TrialResult(per_episode, torch.stack(rewards), torch.stack(actives))
+    return TrialResult(per_episode, torch.stack(rewards), torch.stack(actives), torch.stack(terminated),
+                       torch.stack(truncated))
 
 
 @dataclass

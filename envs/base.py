@@ -96,6 +96,9 @@ class TaskBatch:
     """
 
     key: torch.Tensor
+    task_id: torch.Tensor | None = dataclasses.field(default=None, kw_only=True)
+    """int64 ``[n]``: each task's index in its family's fixed pool (:meth:`TaskFamily.task_pool`), so that a
+    learner can keep per-task data (PEARL's replay buffers); None for tasks drawn from a stream."""
 
     def __len__(self) -> int:
         return int(self.key.shape[0])
@@ -104,7 +107,21 @@ class TaskBatch:
         """The sub-batch ``idx`` (an int keeps a batch dimension of 1)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
-        return type(self)(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+        parts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return type(self)(**{k: None if v is None else v[idx] for k, v in parts.items()})
+
+
+def draw_from_pool(pool: TaskBatch, n: int, generator: torch.Generator) -> TaskBatch:
+    """``n`` tasks drawn uniformly with replacement from a fixed pool (``task_id`` set), for a family's
+    :meth:`TaskFamily.sample_tasks`. Each draw gets a fresh ``key``: the same goal twice is two trials with
+    their own dynamics randomness."""
+    from . import rng
+
+    ids = torch.randint(0, len(pool), (n,), generator=generator)
+    batch = pool.index(ids)
+    batch.key = rng.new_keys(n, generator)
+    batch.task_id = ids if pool.task_id is None else pool.task_id[ids]
+    return batch
 
 
 @dataclass
@@ -118,10 +135,13 @@ class Step:
     """
 
     obs: torch.Tensor
+    """The observation after the step (for an episode that just ended: its final observation)."""
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
     active: torch.Tensor
+    info: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    """Per-step signals ``[B]`` beside the reward (e.g. Meta-World's ``success``); 0 where inactive."""
 
 
 class BatchedEnv(ABC):
@@ -191,6 +211,13 @@ class TaskFamily(ABC):
 
     @abstractmethod
     def make_env(self, tasks: TaskBatch) -> BatchedEnv: ...
+
+    def task_pool(self, split: Split) -> TaskBatch | None:
+        """The fixed, finite set of tasks of ``split`` where the benchmark defines one (Meta-World: 50 goals
+        per task class), with ``task_id`` = 0..n-1; ``sample_tasks`` then draws from it
+        (:func:`draw_from_pool`). None, the default: tasks come from an unbounded seeded stream (Harlow,
+        the maze, the MuJoCo directions)."""
+        return None
 
     def training_family(self, progress: float) -> "TaskFamily":
         """The family a trainer draws its training trials from at ``progress`` in [0, 1] of its budget.

@@ -54,7 +54,8 @@ def tasks_of(family: TaskFamily, n: int, seed: int = 0, split: str = "train") ->
 
 
 def fields(tasks: TaskBatch) -> dict[str, torch.Tensor]:
-    return {f.name: getattr(tasks, f.name) for f in dataclasses.fields(tasks)}
+    """The batch's tensors (``task_id`` is None for tasks drawn from a stream)."""
+    return {f.name: getattr(tasks, f.name) for f in dataclasses.fields(tasks) if getattr(tasks, f.name) is not None}
 
 
 def rollout(family: TaskFamily, tasks: TaskBatch, actions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -124,6 +125,18 @@ def test_task_batch_fields(family):
     assert len(sub) == 3
     for name, v in fields(sub).items():
         assert torch.equal(v, getattr(tasks, name)[2:5]), name
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_task_pool(family, split):
+    """A family with a fixed pool draws only its pool's tasks and says which; a stream family sets no id."""
+    pool = family.task_pool(split)
+    tasks = family.sample_tasks(16, split, task_generator(0, split))
+    if pool is None:
+        assert tasks.task_id is None
+        return
+    assert torch.equal(pool.task_id, torch.arange(len(pool)))
+    assert tasks.task_id.dtype == torch.int64 and bool(((tasks.task_id >= 0) & (tasks.task_id < len(pool))).all())
 
 
 # Shapes and dtypes ----------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_acting_adapts_mid_trial_like_the_training_replay_and_leaks_nothing(fami
     agent.act = spying_act
     obs, actions = [], []
     with torch.no_grad():
-        res = run_trials(agent, family, tasks, on_step=lambda i, a: (obs.append(i.obs), actions.append(a)))
+        res = run_trials(agent, family, tasks, on_step=lambda i, a, _s: (obs.append(i.obs), actions.append(a)))
     k = cfg.adapt_every
     assert len(seen) > k, "the trial must be longer than one segment for this test"
     # Before the first adaptation every task acts with θ; after it, the tasks' parameters differ.
