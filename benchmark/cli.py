@@ -14,8 +14,11 @@ from .registry import UnknownName
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="metabench: meta-RL agents (MetODS, RL², MAML, PEARL, Random) on the efficiency, capacity "
-    "and generality suites. Records go to results/, reports to reports/.",
+    # Plain help: typer's rich help prints a type column even for flags (`--help <bool>`).
+    rich_markup_mode=None,
+    help="metabench: meta-RL agents (MetODS, RL², MAML, Random; PEARL is planned) on the efficiency, "
+    "capacity and generality suites (Meta-World tasks are planned). Records go to results/, reports to "
+    "reports/.",
 )
 
 
@@ -56,14 +59,25 @@ def run(
     agents: Annotated[str, typer.Option(help="Agent names, comma-separated, or 'all'.")] = "all",
     suite: Annotated[str, typer.Option(help="Suite name or 'all'.")] = "all",
     tasks: Annotated[Optional[str], typer.Option(help="Only these tasks of the suite, comma-separated.")] = None,
-    profile: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "quick",
+    profile: Annotated[str, typer.Option(
+        help="How much compute a run gets: smoke (seconds a run; CI and the regression gate), quick (the "
+        "default; what this repository commits) or paper (the paper's budgets; for a GPU or a cluster).")
+    ] = "quick",
     seeds: Annotated[Optional[int], typer.Option(help="Seeds per agent and task (default: the profile's).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel runs (default: the core count).")] = None,
-    results: Annotated[Path, typer.Option(help="Where records are written.")] = Path("results"),
+    results: Annotated[Path, typer.Option(
+        help="Folder the records are written under, as <results>/<profile>/<suite>/<task>/<agent>/seed<k>.json.")
+    ] = Path("results"),
     threads: Annotated[Optional[int], typer.Option(
         help="Torch threads per run (default: the cores shared out among the workers).")] = None,
 ) -> None:
-    """Meta-train and evaluate agents x tasks x seeds; one record per run; finished runs are skipped."""
+    """Meta-train and score agents x tasks x seeds, one record per run.
+
+    Each run meta-trains within the profile's env-step budget, is scored on held-out test tasks, and
+    writes results/<profile>/<suite>/<task>/<agent>/seed<k>.json (with .curves.csv and the trained agent,
+    .pt, beside it). A run whose record exists with the same config is skipped, so rerunning a killed
+    sweep resumes it.
+    """
     from .profiles import PROFILES
     from .runner import plan
 
@@ -101,7 +115,10 @@ def report(
         help="README whose results section (between the results markers) is regenerated; "
         "default: README.md beside the results folder, if there is one; 'none' to skip.")] = None,
 ) -> None:
-    """Write reports/<suite>.md, figures and the README's results section from the records (never retrains)."""
+    """Write reports/<suite>.md and figures from the records.
+
+    Also regenerates the README's results section; never retrains.
+    """
     from .report import write_reports
 
     if not results.is_dir():
@@ -125,10 +142,47 @@ def report(
 
 
 @app.command()
+def config(
+    agent: Annotated[str, typer.Argument(help="A registered agent name (metabench list).")],
+    task: Annotated[str, typer.Argument(help="A registered task family name.")],
+    profile: Annotated[str, typer.Option(help="Profile: smoke, quick or paper.")] = "quick",
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+) -> None:
+    """Print the resolved config of one run as JSON.
+
+    It is what a run of AGENT on TASK under the profile records in its ``config``: the agent's
+    hyperparameters from the defaults table (agents/defaults.py) and its variant's overrides, the task
+    family's config and the profile's budget.
+    """
+    import json
+
+    from metabench.agents import AGENTS
+    from metabench.envs import FAMILIES
+
+    from .profiles import PROFILES
+    from .runner import resolve_config
+
+    try:
+        AGENTS.get(agent)
+        FAMILIES.get(task)
+        prof = PROFILES.get(profile)
+    except UnknownName as e:
+        _fail(str(e), 2)
+    try:
+        resolved = resolve_config(agent, task, prof, seed)
+    except (KeyError, ValueError) as e:
+        _fail(f"cannot resolve {agent} on {task} under {profile}: {e}", 2)
+    typer.echo(json.dumps(resolved, indent=2, sort_keys=True))
+
+
+@app.command()
 def validate(
     results: Annotated[Path, typer.Option(help="Records to validate.")] = Path("results"),
 ) -> None:
-    """Validate every record under results/: a corrupt or foreign file is named and exits 1."""
+    """Validate every record under results/.
+
+    A corrupt or foreign file is named, and the exit status is 1.
+    """
     from .records import scan
 
     if not results.is_dir():
@@ -156,7 +210,11 @@ def check(
     work: Annotated[Optional[Path], typer.Option(
         help="Folder for the smoke records (default: a temporary folder, removed afterwards).")] = None,
 ) -> None:
-    """The regression gate: run the smoke profile for every agent and task, compare with the baseline."""
+    """The regression gate: smoke runs compared with a baseline.
+
+    Runs the smoke profile for every selected agent and task and compares each metric, averaged over
+    seeds, with the committed baseline; a regression is named and the exit status is 1.
+    """
     import tempfile
 
     from .gate import BadBaseline, compare, load_baseline, summarise, write_baseline

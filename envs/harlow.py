@@ -1,4 +1,4 @@
-"""Harlow's one-shot learning task on a line, batched in torch (SPEC.md, "Harlow").
+"""Harlow's one-shot learning task on a line, batched in torch (the project spec, "Harlow").
 
 A line of ``line_length`` positions with fixation at the centre. An episode
 is: fixation, then ``presentations`` x (presentation, fixation). Reaching the
@@ -51,8 +51,8 @@ class HarlowConfig(FamilyConfig):
     """Reward for selecting the other item."""
     item_dim: int = 8
     """Values per item (item coding, ours): each item is uniform in [-1, 1)^item_dim. The paper
-    shows images; 8 numbers per item let a Hebbian memory tell a pair apart (with 1, MetODS
-    stayed at chance in every setting we tried, 3 M steps)."""
+    shows images; 8 numbers per item let a Hebbian memory tell a pair apart, where 1 did not
+    (FINDINGS.md, Harlow)."""
     position_coding: Literal["scalar", "onehot"] = "scalar"
     """How the agent's position is observed: one number in [-1, 1], or one-hot."""
     show_selected: bool = False
@@ -60,9 +60,8 @@ class HarlowConfig(FamilyConfig):
     carries its +1/-1), also observe the item just selected, in its own ``item_dim`` slot
     (zeros otherwise). It adds no information (the agent saw that item at the end it moved
     to one step before), but it puts item and outcome in one observation, which a memory
-    rewritten from the current input (MetODS's Hebbian write) needs to bind them. With it
-    and ``item_dim=8``, MetODS S=1 left chance on Harlow (0.63 choice accuracy at 2.8 M
-    steps); without it, no MetODS setting we tried did."""
+    rewritten from the current input (MetODS's Hebbian write) needs to bind them (FINDINGS.md,
+    Harlow)."""
     curriculum: tuple[float, float] | None = (0.125, 0.25)
     """A training curriculum on the selected-item cue (ours; None: none). With ``(a, b)``,
     0 <= a < b <= 1, the observation carries the slot of ``show_selected``; the task itself,
@@ -71,9 +70,8 @@ class HarlowConfig(FamilyConfig):
     share of them that is 1 until fraction ``a`` of the training budget and falls linearly to
     0 at fraction ``b``: the rest of training runs on the task as specified. The default
     (0.125, 0.25) is on for every agent: on the quick budget (12 M steps) the cue is on every
-    training trial until 1.5 M steps and gone from 3 M. Without it, MetODS S=4 with
-    ``item_dim=8`` stayed at 1.3 return (chance) at 6.3 M steps; with it, one seed reached
-    5.18 (0.997 of Bayes-optimal) at 5.9 M (scratch probes, 2026-12-02)."""
+    training trial until 1.5 M steps and gone from 3 M. Without it, MetODS did not leave chance
+    on Harlow (FINDINGS.md, Harlow)."""
 
     def __post_init__(self):
         if self.line_length < 3 or self.line_length % 2 == 0:
