@@ -26,15 +26,18 @@ in every environment; an environment whose episode has ended stays *done*
 (absorbing: reward 0, ``active`` False) until the next ``reset()``, so a
 batch is a fixed ``[T, B]`` block with a mask, what a BPTT trainer wants.
 
-**Wrapping gymnasium vector environments** (MuJoCo, Meta-World) uses the same
-interface: ``make_env(tasks)`` builds (or re-targets, via ``env.call``) a
-``gymnasium.vector.SyncVectorEnv``/``AsyncVectorEnv`` of B sub-environments
-with autoreset disabled, one per task, seeded from ``tasks.key``; ``step``
-converts torch actions to numpy, steps only the sub-environments that are
-still active, and returns torch tensors; ``terminated``/``truncated`` come
-from gymnasium unchanged, and ``episode_metrics`` accumulates returns and
-``info`` fields (e.g. Meta-World's ``success``). Nothing above the family
-changes.
+**Gymnasium-backed families** (the MuJoCo tasks; Meta-World next) use the same
+interface through the shared adapter :class:`metabench.envs.gym_adapter.GymnasiumEnv`:
+a pool of simulators, only the active ones stepped, numpy <-> torch at the
+boundary, ``terminated``/``truncated`` kept apart, and ``info`` signals (e.g.
+Meta-World's ``success``) passed on per step and per episode. A family
+supplies its action mapping, its reward and its reset. Nothing above the
+family changes.
+
+**Fixed task pools.** Where the benchmark defines a finite set of tasks
+(Meta-World's 50 goals per class), :meth:`TaskFamily.task_pool` returns it and
+``sample_tasks`` draws from it (:func:`draw_from_pool`), setting
+``TaskBatch.task_id`` so that a learner can keep per-task data.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Direction tasks on gymnasium MuJoCo robots: Ant-dir, HalfCheetah-dir and their frozen-joint impairment.
 
-SPEC.md, "Ant-dir" and "Impairment". A task is a direction θ the robot must
+The project spec, "Ant-dir" and "Impairment". A task is a direction θ the robot must
 run along, never observed: ``circle`` draws θ ~ U[0, 2π) (``ant_dir``),
 ``fwd-back`` draws θ ∈ {0, π} (the HalfCheetah tasks and the impairment
 experiments; ``impairment_cheetah`` is HalfCheetah-dir). The reward of a step is the robot's centre-of-mass velocity
@@ -19,15 +19,11 @@ untouched, is scored again on the same test directions with ``_frozen`` (an
 actuator drawn per trial) and ``_frozen_j<k>`` (actuator k frozen in every
 trial).
 
-**Simulation.** Each of the B environments is one gymnasium MuJoCo
-environment (``gymnasium.make(...).unwrapped``: no time limit, no checker
-wrappers), stepped in a Python loop over the active ones only, like a
-``SyncVectorEnv`` whose finished members are skipped. Building a MuJoCo
-environment costs ~12 ms, so a family keeps a pool of them and an
-environment borrows B of them for its lifetime. Each episode's reset noise is
-seeded from the task's key and the episode index, so a task runs the same
-alone or inside any batch. Asynchronous workers were measured against this
-loop (``python -m metabench.throughput --simulation``; reports/throughput.md); on this
+**Simulation** is the shared gymnasium adapter (:mod:`metabench.envs.gym_adapter`):
+a pool of unwrapped environments per robot, stepped in a Python loop over the
+active ones, each episode's reset noise seeded from the task's key and the
+episode index. Asynchronous workers were measured against this loop
+(``python -m metabench.throughput --simulation``; reports/throughput.md); on this
 2-core machine, where a sweep already runs one process per core, they lose.
 """
 
@@ -35,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,7 +38,8 @@ import numpy as np
 import torch
 
 from . import rng
-from .base import ActionSpace, BatchedEnv, FamilyConfig, MetricSpec, Split, Step, TaskBatch, TaskFamily
+from .base import ActionSpace, FamilyConfig, MetricSpec, Split, TaskBatch, TaskFamily
+from .gym_adapter import GymnasiumEnv, SimulatorPool, simulator_pool
 
 ROBOTS: dict[str, tuple[str, dict]] = {
     # Ant-v5 without the 78 contact-force entries (gymnasium's own option): a 27-dim observation.
@@ -97,105 +93,46 @@ def direction_reward(cos: float, sin: float, info: dict) -> float:
             + info.get("reward_survive", 0.0) + info["reward_ctrl"] + info.get("reward_contact", 0.0))
 
 
-class _Pool:
-    """Gymnasium MuJoCo environments of one robot, lent to live :class:`LocomotionEnv` objects."""
+def _make_simulator(robot: str):
+    """One gymnasium MuJoCo environment of ``robot``, unwrapped (no time limit, no checker wrappers)."""
+    import gymnasium as gym
 
-    def __init__(self, robot: str):
-        self.robot = robot
-        self.free: list = []
-
-    def borrow(self, n: int) -> list:
-        import gymnasium as gym
-
-        while len(self.free) < n:
-            env_id, kwargs = ROBOTS[self.robot]
-            env = gym.make(env_id, **kwargs).unwrapped
-            obs_dim, actuators = ROBOT_SIZES[self.robot]
-            assert env.observation_space.shape == (obs_dim,) and env.action_space.shape == (actuators,), \
-                f"{env_id}: gymnasium changed its spaces ({env.observation_space.shape}, {env.action_space.shape})"
-            self.free.append(env)
-        out, self.free = self.free[:n], self.free[n:]
-        return out
-
-    def give_back(self, envs: list) -> None:
-        self.free.extend(envs)
+    env_id, kwargs = ROBOTS[robot]
+    env = gym.make(env_id, **kwargs).unwrapped
+    obs_dim, actuators = ROBOT_SIZES[robot]
+    assert env.observation_space.shape == (obs_dim,) and env.action_space.shape == (actuators,), \
+        f"{env_id}: gymnasium changed its spaces ({env.observation_space.shape}, {env.action_space.shape})"
+    return env
 
 
-_POOLS: dict[str, _Pool] = {}
+def robot_pool(robot: str) -> SimulatorPool:
+    """The process-wide pool of idle simulators of ``robot``."""
+    return simulator_pool(f"locomotion:{robot}", lambda: _make_simulator(robot))
 
 
-def _pool(robot: str) -> _Pool:
-    if robot not in _POOLS:
-        _POOLS[robot] = _Pool(robot)
-    return _POOLS[robot]
+class LocomotionEnv(GymnasiumEnv):
+    """The gymnasium adapter plus the task: the direction's reward and the frozen actuator."""
 
-
-class LocomotionEnv(BatchedEnv):
     def __init__(self, family: "Locomotion", tasks: LocomotionTasks):
+        super().__init__(robot_pool(family.config.robot), tasks, family.obs_dim, family.config.episode_steps)
         self.family = family
-        self.tasks = tasks
-        self.num_envs = b = len(tasks)
-        pool = _pool(family.config.robot)
-        self.envs = pool.borrow(b)
-        weakref.finalize(self, pool.give_back, self.envs)
         space = family.action_space
         self.low, self.high = space.low, space.high
-        self.frozen_mask = np.zeros((b, space.n), dtype=bool)
+        self.frozen_mask = np.zeros((self.num_envs, space.n), dtype=bool)
         frozen = tasks.frozen.numpy()
         rows = np.flatnonzero(frozen >= 0)
         self.frozen_mask[rows, frozen[rows]] = True
         theta = tasks.theta.to(torch.float64).numpy()
         self.cos, self.sin = np.cos(theta).tolist(), np.sin(theta).tolist()
-        self.episode = -1
-        self.t = 0
-        self._done = np.ones(b, dtype=bool)
-        self._obs = np.zeros((b, family.obs_dim), dtype=np.float32)
-        self._return = np.zeros(b)
-        self._steps = np.zeros(b, dtype=np.int64)
 
-    @property
-    def done(self) -> torch.Tensor:
-        return torch.from_numpy(self._done.copy())
-
-    def reset(self) -> torch.Tensor:
-        self.episode += 1
-        seeds = rng.fold(self.tasks.key, self.episode).tolist()
-        for i, (env, s) in enumerate(zip(self.envs, seeds)):
-            self._obs[i] = env.reset(seed=int(s))[0]
-        self.t = 0
-        self._done[:] = False
-        self._return[:] = 0.0
-        self._steps[:] = 0
-        return torch.from_numpy(self._obs.copy())
-
-    def applied_action(self, action: torch.Tensor) -> np.ndarray:
+    def env_action(self, action: torch.Tensor) -> np.ndarray:
         """What the actuators receive: the action clipped to the box, frozen actuators at 0 (float64 ``[B, n]``)."""
         a = np.clip(action.detach().numpy().astype(np.float64), self.low, self.high)
         a[self.frozen_mask] = 0.0
         return a
 
-    def step(self, action: torch.Tensor) -> Step:
-        active = ~self._done
-        a = self.applied_action(action)
-        reward = np.zeros(self.num_envs)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        for i in np.flatnonzero(active).tolist():
-            obs, _r, term, _trunc, info = self.envs[i].step(a[i])
-            self._obs[i] = obs
-            terminated[i] = term
-            reward[i] = direction_reward(self.cos[i], self.sin[i], info)
-        self.t += 1
-        truncated = active & ~terminated & (self.t >= self.family.config.episode_steps)
-        self._return += reward
-        self._steps += active
-        self._done |= terminated | truncated
-        return Step(obs=torch.from_numpy(self._obs.copy()), reward=torch.from_numpy(reward.astype(np.float32)),
-                    terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated),
-                    active=torch.from_numpy(active))
-
-    def episode_metrics(self) -> dict[str, torch.Tensor]:
-        return {"episode_return": torch.from_numpy(self._return.astype(np.float32)),
-                "episode_length": torch.from_numpy(self._steps.astype(np.float32))}
+    def task_reward(self, i: int, reward: float, info: dict) -> float:
+        return direction_reward(self.cos[i], self.sin[i], info)
 
 
 class Locomotion(TaskFamily):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from metabench.envs import make_family, task_generator
-from metabench.envs.locomotion import ROBOTS, Locomotion, LocomotionConfig, LocomotionTasks, _pool
+from metabench.envs.locomotion import ROBOTS, Locomotion, LocomotionConfig, LocomotionTasks, robot_pool
 from metabench.envs import rng
 
 
@@ -57,7 +57,7 @@ def test_moving_along_theta_is_rewarded_and_against_it_penalised(robot, theta):
     family = Locomotion(LocomotionConfig(robot=robot))
     env = family.make_env(tasks_with(family, [theta, theta + math.pi]))
     env.reset()
-    for sub in env.envs:  # the same state in both: the torso sliding along u
+    for sub in env.sims:  # the same state in both: the torso sliding along u
         sub.set_state(sub.init_qpos.copy(), np.zeros(sub.model.nv))
         qvel = np.zeros(sub.model.nv)
         qvel[0] = math.cos(theta)
@@ -77,7 +77,7 @@ def test_velocity_across_theta_is_not_rewarded():
     family = Locomotion(LocomotionConfig(robot="ant"))
     env = family.make_env(tasks_with(family, [0.0]))
     env.reset()
-    sub = env.envs[0]
+    sub = env.sims[0]
     qvel = np.zeros(sub.model.nv)
     qvel[1] = 1.0
     sub.set_state(sub.init_qpos.copy(), qvel)
@@ -98,7 +98,7 @@ def test_a_frozen_actuator_receives_zero_whatever_the_policy_outputs(robot):
         a[:, :] = torch.where(a.abs() < 0.2, torch.full_like(a, 0.7), a)
         env.step(a)
         for i, k in enumerate(frozen):
-            ctrl = env.envs[i].data.ctrl
+            ctrl = env.sims[i].data.ctrl
             expected = a[i].clamp(-1, 1).numpy().astype(np.float64)
             if k >= 0:
                 assert ctrl[k] == 0.0
@@ -136,13 +136,13 @@ def test_bad_config_is_refused(bad):
 
 def test_the_simulator_pool_takes_back_what_an_environment_borrowed():
     family = Locomotion(LocomotionConfig(robot="cheetah"))
-    pool = _pool("cheetah")
+    pool = robot_pool("cheetah")
     env = family.make_env(tasks_with(family, [0.0] * 3))
-    borrowed = [id(e) for e in env.envs]
+    borrowed = [id(e) for e in env.sims]
     free_while_alive = {id(e) for e in pool.free}
     assert not free_while_alive & set(borrowed)
     other = family.make_env(tasks_with(family, [0.0] * 2))  # a second live env never shares a simulator
-    assert not {id(e) for e in other.envs} & set(borrowed)
+    assert not {id(e) for e in other.sims} & set(borrowed)
     del env, other
     assert set(borrowed) <= {id(e) for e in pool.free}
 
@@ -164,7 +164,8 @@ def test_episode_ends_at_200_steps_or_when_the_ant_falls():
         assert truncated == (t == 200)
 
 
-@pytest.mark.parametrize("agent", ["random", "metods", "rl2", "maml"])
+# MetODS's smoke run is ~40 s: slow tier (the fast tier keeps Gaussian heads through RL² and MAML).
+@pytest.mark.parametrize("agent", ["random", pytest.param("metods", marks=pytest.mark.slow), "rl2", "maml"])
 def test_every_agent_runs_ant_dir_end_to_end(tmp_path, agent):
     """Smoke profile: meta-train (PPO mode, Gaussian heads), evaluate, write the record and the per-step reward."""
     from metabench.profiles import PROFILES
