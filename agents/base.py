@@ -17,7 +17,7 @@ An agent does two things, and the runner knows nothing else about it:
    MAML adapts mid-trial *inside* ``act`` (it sees the rewards as
    ``prev_reward``), so the runner never special-cases it.
 
-Every agent sees, at each step (SPEC.md, "Words"), an :class:`AgentInput`:
+Every agent sees, at each step (the project spec, "Words"), an :class:`AgentInput`:
 observation, previous action, previous reward, episode-start and task-start
 flags, and the ``active`` mask; an agent must leave the memory of inactive
 environments unchanged (:func:`keep_inactive`).

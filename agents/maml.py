@@ -44,7 +44,11 @@ step's log-probability is taken under the parameters that acted at that step
 discounted return over the trial minus a linear feature baseline fitted by
 least squares over the batch (garage's ``LinearFeatureBaseline`` features:
 obs, obs², t, t², t³, 1). The dependence of the pre-update data distribution
-on θ is ignored, as in the original MAML.
+on θ is ignored, as in the original MAML. The loop itself is the shared
+on-policy trainer (:mod:`metabench.agents.ppo`): MAML supplies the
+log-probabilities (:meth:`MAMLAgent.evaluate_actions`) and the baseline
+(:meth:`MAMLAgent.fit_baseline`); ``gae_lambda = 1`` makes the advantage the
+return minus the baseline, standardised per minibatch like every agent's.
 """
 
 from __future__ import annotations

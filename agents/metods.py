@@ -1,4 +1,4 @@
-"""MetODS: Meta-Optimized Dynamical Synapses (Chalvidal et al., NeurIPS 2022; SPEC.md, "MetODS").
+"""MetODS: Meta-Optimized Dynamical Synapses (Chalvidal et al., NeurIPS 2022; the project spec, "MetODS").
 
 A network that rewrites its own synaptic weights W (N x N per environment) at
 every step. Per step, from the step features x = [obs, a_{t-1}, r_{t-1}, episode start]::
@@ -15,7 +15,7 @@ every step. Per step, from the step features x = [obs, a_{t-1}, r_{t-1}, episode
 by the shared trainer (:mod:`metabench.agents.ppo`); W is the
 per-trial memory, reset to W0 at task start.
 
-**Convex β** (default, ours; SPEC.md "What a prototype of ours measured"):
+**Convex β** (default, ours; the project spec, "What a prototype of ours measured"):
 β[s, :s] = sigmoid(d_s) · softmax(m_s), so the carry-over gain of W_{t-1}
 into W^(S) stays in (0, 1) by construction and W cannot grow geometrically
 over a trial; the write coefficient β[s, s] is free. With free β, training
@@ -238,7 +238,7 @@ class MetODSAgent(RecurrentAgent):
 
 
 class UntrainedMetODS(MetODSAgent):
-    """MetODS at its initial weights, never meta-trained: a reference row (SPEC.md, "Maze").
+    """MetODS at its initial weights, never meta-trained: a reference row (the project spec, "Maze").
 
     The paper's Random row on the maze looks like such a network rather than
     uniform random actions; reporting both lets a reader see which one it matches.

@@ -1,7 +1,7 @@
 """The one on-policy trainer: PPO (or A2C) over whole trials, for every on-policy meta-learner.
 
 MetODS, RL² and MAML are meta-trained by this loop, so the comparison differs
-only in the agent (SPEC.md, "Outer loop"). An :class:`OnPolicyAgent` supplies
+only in the agent (the project spec, "Outer loop"). An :class:`OnPolicyAgent` supplies
 what differs:
 
 - :meth:`OnPolicyAgent.step_record`: what to keep of each step of a rollout

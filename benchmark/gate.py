@@ -1,4 +1,4 @@
-"""The score regression gate behind ``metabench check`` (SPEC.md, "Reporting"; issue: CI on scores).
+"""The score regression gate behind ``metabench check`` (the project spec, "Reporting").
 
 ``metabench check`` runs the ``smoke`` profile for every agent on every task
 it supports (fresh, in a work folder, so the scores are the current code's),

@@ -1,6 +1,6 @@
 """The shared evaluation protocol: every agent is scored by this code.
 
-A *trial* (SPEC.md) is ``episodes_per_trial`` episodes of one task with the
+A *trial* (the project spec) is ``episodes_per_trial`` episodes of one task with the
 agent's memory carried through them; memory is reset at task start only.
 :func:`run_trials` drives an agent through one trial of each task in a batch;
 :func:`evaluate` runs it on held-out ``test`` tasks and reduces the

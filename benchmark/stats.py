@@ -1,4 +1,4 @@
-"""Aggregate statistics over seeds with rliable (SPEC.md, "Reporting").
+"""Aggregate statistics over seeds with rliable (the project spec, "Reporting").
 
 Scores are *normalised per task* so that tasks can be aggregated: the
 primary metric of a run's final evaluation mapped to (score - random) /

@@ -1,6 +1,6 @@
 """The task-family interface every metabench environment implements.
 
-Words (SPEC.md): a *task* is one draw from a task family (a Harlow item pair, a
+Words (the project spec): a *task* is one draw from a task family (a Harlow item pair, a
 maze layout and target, an Ant direction); an *episode* is one reset under a
 fixed task; a *trial* is the ``episodes_per_trial`` episodes of one task during
 which an agent may adapt. Agents never see the task itself.

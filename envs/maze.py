@@ -1,4 +1,4 @@
-"""The partially observable maze of the capacity suite, batched in torch (SPEC.md, "Maze").
+"""The partially observable maze of the capacity suite, batched in torch (the project spec, "Maze").
 
 An L x L area inside a wall border; walls and obstacles come from a
 randomized Prim's algorithm, so every free cell is reachable. A task is a
