@@ -135,6 +135,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     assert len(scan(results).records) == 40
 
 
+@pytest.mark.slow  # ~1 minute: a smoke run of the untrained MetODS on the maze and its report
 def test_capacity_smoke_report_has_paper_rows_and_maze_picture(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     out = cli("run", "--agents", "random,untrained", "--suite", "capacity", "--profile", "smoke", "--seeds", "1",

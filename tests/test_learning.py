@@ -23,7 +23,7 @@ from metabench.envs.maze import Maze
 from metabench.profiles import PROFILES
 from metabench.protocol import evaluate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # minutes a test: above the 900 s default limit
 
 # Pinned to the layout these budgets were calibrated on (before item_dim=8 and the cue curriculum became the
 # defaults): with the curriculum's schedule squeezed into a few hundred thousand steps, RL² scored 0.86 and

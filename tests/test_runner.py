@@ -166,7 +166,10 @@ def test_ablations_run_only_on_their_tasks():
     assert notes == ["metods_s1 runs on harlow, maze only; skipped on ant_dir"]
 
 
-@pytest.mark.parametrize("agent", ["metods", "maml", "random"])
+# A whole smoke run each: MetODS and MAML are minutes on a shared machine, so the fast tier keeps Random (the
+# save / load / rescore path); every agent's state_dict round trip is in tests/test_agents.py.
+@pytest.mark.parametrize("agent", [pytest.param("metods", marks=pytest.mark.slow),
+                                   pytest.param("maml", marks=pytest.mark.slow), "random"])
 def test_a_saved_agent_scores_its_record_again(tmp_path, agent):
     """Each run leaves its trained agent beside the record; loaded, it gives the record's held-out metrics."""
     from metabench.envs import make_family
