@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from metabench.profiles import LOCOMOTION
+from metabench.envs.locomotion import LOCOMOTION
 
 ANY = "*"
 

@@ -1,6 +1,7 @@
-"""Suites: named groups of tasks (SPEC.md, "Suites and budgets").
+"""Suites: named groups of tasks (the project spec, "Suites and budgets").
 
-Only tasks that are implemented are listed; a suite appears once it has one.
+A task names its suite where it is registered (:func:`metabench.envs.register_task`);
+a suite lists its tasks in registration order, which is the report's order.
 Planned: ``generality`` gains the Meta-World tasks.
 """
 
@@ -17,17 +18,24 @@ class Suite:
     """Registered name; the second folder of every record path and the report's file name."""
     summary: str
     """What the suite measures, one line."""
-    tasks: tuple[str, ...]
-    """Task names (registered task families) in report order."""
+    target: str = "metods"
+    """The agent the report compares every other against (its probability of improvement)."""
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The registered tasks of this suite, in registration (report) order."""
+        from metabench.envs import FAMILIES
+
+        return tuple(name for name, entry in FAMILIES.items() if entry.suite == self.name)
 
 
 SUITES: Registry[Suite] = Registry("suite")
 
-SUITES.add("efficiency", Suite("efficiency", "how fast an agent adapts inside one episode", ("harlow", "ant_dir")))
+SUITES.add("efficiency", Suite("efficiency", "how fast an agent adapts inside one episode"))
 SUITES.add("capacity", Suite("capacity", "how much an agent can memorise inside one episode: "
-                             "partially observable mazes (train L=8, also scored on L=10)", ("maze",)))
+                             "partially observable mazes (train L=8, also scored on L=10)"))
 SUITES.add("generality", Suite("generality", "how well an agent's learning generalises: robots with a frozen "
-                               "actuator, scored without retraining", ("impairment_ant", "impairment_cheetah")))
+                               "actuator, scored without retraining"))
 
 
 def select_suites(spec: str) -> list[Suite]:

@@ -1,12 +1,19 @@
 """Task families (``metabench.envs``): the registry and the interface.
 
+A task is registered once, here, with everything the benchmark needs to run
+it: the factory of its family (with that task's config), the suite it belongs
+to and its meta-training budget under each profile (plus, where simulation is
+costly, fewer held-out tasks). Adding a task family is its own module plus one
+:func:`register_task` line; suites, profiles and the runner read it from here.
+
 MuJoCo families import gymnasium only when their first environment is
 built, so ``import metabench.envs`` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from metabench.registry import Registry
 
@@ -15,14 +22,48 @@ from .harlow import Harlow
 from .locomotion import ant_dir, impairment_ant, impairment_cheetah
 from .maze import Maze
 
-FAMILIES: Registry[Callable[[], TaskFamily]] = Registry("task")
-"""Task name -> factory of the family with that task's default config."""
 
-FAMILIES.add("harlow", Harlow)
-FAMILIES.add("maze", Maze)
-FAMILIES.add("ant_dir", ant_dir)
-FAMILIES.add("impairment_ant", impairment_ant)
-FAMILIES.add("impairment_cheetah", impairment_cheetah)
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task. Calling it builds the family (``FAMILIES.get(name)()``)."""
+
+    name: str
+    factory: Callable[[], TaskFamily]
+    suite: str
+    """The suite the task belongs to (``metabench.suites``); suites list their tasks in registration order."""
+    budgets: Mapping[str, int]
+    """Profile name -> meta-training budget in environment steps."""
+    eval_tasks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Profile name -> ``(test_tasks, curve_tasks)`` where they replace the profile's (costly simulation)."""
+
+    def __call__(self) -> TaskFamily:
+        return self.factory()
+
+
+FAMILIES: Registry[TaskEntry] = Registry("task")
+"""Task name -> :class:`TaskEntry`."""
+
+
+def register_task(name: str, factory: Callable[[], TaskFamily], suite: str, budgets: Mapping[str, int],
+                  eval_tasks: Mapping[str, tuple[int, int]] | None = None) -> TaskEntry:
+    return FAMILIES.add(name, TaskEntry(name, factory, suite, dict(budgets), dict(eval_tasks or {})))
+
+
+# Harlow 12 M on quick: the cue curriculum ends at 3 M and MetODS needs several million more steps on the task
+# as specified (FINDINGS.md, "Trainer defaults and budgets").
+register_task("harlow", Harlow, "efficiency", {"smoke": 20_000, "quick": 12_000_000, "paper": 50_000_000})
+register_task("maze", Maze, "capacity", {"smoke": 20_000, "quick": 2_000_000, "paper": 10_000_000})
+# MuJoCo: ~5k simulated steps/s a core against millions for the torch tasks, hence smaller budgets and fewer
+# held-out tasks. impairment_cheetah gets more steps than impairment_ant: HalfCheetah never ends a trial early and
+# simulates ~4.5x faster. 128 test tasks per impairment variant: θ is forward or backward, and every actuator is
+# scored frozen in turn.
+_MUJOCO_EVAL = {"smoke": (8, 4), "paper": (1024, 128)}
+register_task("ant_dir", ant_dir, "efficiency", {"smoke": 3_200, "quick": 500_000, "paper": 50_000_000},
+              {**_MUJOCO_EVAL, "quick": (256, 64)})
+register_task("impairment_ant", impairment_ant, "generality",
+              {"smoke": 3_200, "quick": 300_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)})
+register_task("impairment_cheetah", impairment_cheetah, "generality",
+              {"smoke": 3_200, "quick": 1_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)})
 
 
 def make_family(name: str) -> TaskFamily:
@@ -30,6 +71,6 @@ def make_family(name: str) -> TaskFamily:
 
 
 __all__ = [
-    "ActionSpace", "BatchedEnv", "FAMILIES", "MetricSpec", "Step", "TaskBatch", "TaskFamily",
-    "make_family", "task_generator",
+    "ActionSpace", "BatchedEnv", "FAMILIES", "MetricSpec", "Step", "TaskBatch", "TaskEntry", "TaskFamily",
+    "make_family", "register_task", "task_generator",
 ]

@@ -207,6 +207,9 @@ class Locomotion(TaskFamily):
         return LocomotionEnv(self, tasks)
 
 
+LOCOMOTION = ("ant_dir", "impairment_ant", "impairment_cheetah")
+"""The registered MuJoCo direction tasks."""
+
 PAPER_ROWS = {"ant_dir": "ant_dir"}
 """Registered task name -> the task column of ``paper_results.csv`` holding its raw return."""
 

@@ -35,7 +35,7 @@ from metabench.envs import FAMILIES, TaskFamily, make_family, task_generator
 from metabench.profiles import PROFILES
 from metabench.protocol import run_trials
 from metabench.runner import plan
-from metabench.suites import SUITES, Suite
+from metabench.suites import SUITES
 
 from conftest import RecordingMonitor
 
@@ -300,7 +300,8 @@ def test_meta_train_respects_the_budget(agent_name, family):
 def test_runner_plan_honours_supports_and_tasks(agent_name, task):
     """The runner plans an (agent, task) pair iff the class ``supports`` the family and the entry's
     ``tasks`` include it; otherwise it skips it with a note."""
-    runs, notes = plan([agent_name], [Suite("conformance", "test", (task,))], SMOKE, seeds=1)
+    suite = SUITES.get(FAMILIES.get(task).suite)
+    runs, notes = plan([agent_name], [suite], SMOKE, seeds=1, tasks=[task])
     entry = AGENTS.get(agent_name)
     fam = make_family(task)
     if not entry.cls.supports(fam):

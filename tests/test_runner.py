@@ -192,3 +192,23 @@ def test_a_saved_agent_scores_its_record_again(tmp_path, agent):
     write_record(path, record)
     with pytest.raises(ValueError, match="another config"):
         load_agent(path)
+
+
+def test_a_task_family_is_its_module_plus_one_registration(tmp_path):
+    """register_task alone puts a task in its suite, gives it its budgets and lets a sweep run it."""
+    from metabench.envs import FAMILIES, register_task
+    from metabench.envs.harlow import Harlow, HarlowConfig
+    from metabench.suites import SUITES
+
+    register_task("harlow_short", lambda: Harlow(HarlowConfig(presentations=2)), "efficiency",
+                  {"smoke": 2_000, "quick": 100_000})
+    try:
+        assert SUITES.get("efficiency").tasks == ("harlow", "ant_dir", "harlow_short")
+        assert PROFILES.get("smoke").budget("harlow_short") == 2_000
+        assert "harlow_short" not in PROFILES.get("paper").train_env_steps
+        runs, _ = plan(["random"], [SUITES.get("efficiency")], PROFILES.get("smoke"), 1, tasks=["harlow_short"])
+        assert [(r.task, r.config["profile"]["train_env_steps"]) for r in runs] == [("harlow_short", 2_000)]
+        done = run_sweep(runs, tmp_path, workers=1).done
+        assert [r["status"] for r in done] == ["ok"]
+    finally:
+        del FAMILIES._items["harlow_short"]
