@@ -2,10 +2,12 @@
 
 Scores are *normalised per task* so that tasks can be aggregated: the
 primary metric of a run's final evaluation mapped to (score - random) /
-(ceiling - random), where ``random`` is what uniform random actions score on
-the same held-out tasks (:func:`random_level`, simulated) and ``ceiling`` is
-the family's documented ceiling (:meth:`TaskFamily.ceiling`: the Bayes-optimal
-5.2 on Harlow, the shortest-path oracle on the maze). Random = 0, ceiling = 1.
+(ceiling - random). The report passes both levels in: ``random`` is the mean
+of the committed ``random`` records of the task (:func:`random_level`
+simulates uniform random actions only where there are none) and ``ceiling``
+the family's documented ceiling over the held-out sets the agents were scored
+on (the Bayes-optimal 5.2 on Harlow, the shortest-path oracle on the maze).
+Random = 0, ceiling = 1.
 
 Per suite and profile, a score matrix ``[runs, tasks]`` per agent (one row
 per seed) feeds rliable: IQM and mean with 95 % stratified-bootstrap

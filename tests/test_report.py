@@ -151,3 +151,84 @@ def test_the_harlow_curve_is_drawn_against_training_episodes(tmp_path):
                                                                         failed=[])})
     xs, iqm, _, _ = agg.curves["harlow"]["metods"]
     assert xs == [0, 1000, 2100] and len(iqm) == 3
+
+
+def _runs(agent: str, values: dict[int, float], metric: str = "episode_return", **metrics) -> list[tuple[Path, dict]]:
+    return [(Path(f"{agent}/seed{s}.json"), {"agent": agent, "seed": s, "metrics": {metric: v, **metrics}})
+            for s, v in values.items()]
+
+
+def test_one_markdown_table_writer():
+    from metabench.report import md_table
+
+    assert md_table(["a", "b"], [["1", "2"]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_random_level_comes_from_the_random_records_also_under_a_ceiling(monkeypatch):
+    from metabench import stats
+    from metabench.report import task_levels
+
+    monkeypatch.setattr(stats, "random_level", lambda task, n_tasks=1024: 0.38)
+    group = Group(ok={"random": _runs("random", {0: 0.3, 1: 0.5}), "rl2": _runs("rl2", {0: 5.0})}, failed=[])
+    levels = task_levels("harlow", group)
+    assert (levels.random, levels.high, levels.best_agent) == (pytest.approx(0.4), 5.2, False)
+    assert "`random` agent's records, 2 seeds" in levels.random_source and "documented" in levels.high_source
+    # without random's records, the simulation, and the text says so
+    levels = task_levels("harlow", Group(ok={"rl2": _runs("rl2", {0: 5.0})}, failed=[]))
+    assert levels.random == 0.38 and "simulated" in levels.random_source
+
+
+def test_the_maze_ceiling_is_the_oracle_on_the_test_sets_the_runs_were_scored_on():
+    from metabench.envs.maze import MazeConfig, oracle_score
+    from metabench.report import task_levels
+
+    group = Group(ok={"random": _runs("random", {0: 3.0, 1: 4.0}, "cumulative_reward", test_episodes=16.0),
+                      "rl2": _runs("rl2", {1: 30.0, 2: 20.0}, "cumulative_reward", test_episodes=16.0)}, failed=[])
+    levels = task_levels("maze", group)
+    oracle = [oracle_score(MazeConfig(), 16, s)["cumulative_reward"] for s in (0, 1, 2)]
+    assert levels.random == 3.5 and levels.high == pytest.approx(sum(oracle) / 3)
+    assert "seeds 0, 1, 2, 16 mazes each" in levels.high_source
+
+
+def test_aggregates_name_the_runs_and_agents_they_leave_out():
+    from metabench.report import aggregates, aggregates_markdown
+
+    groups = {("quick", "harlow"): Group(ok={"random": _runs("random", {0: 0.4, 1: 0.4, 2: 0.4}),
+                                             "rl2": _runs("rl2", {0: 5.0, 1: 4.0, 2: 4.5}),
+                                             "metods_s1": _runs("metods_s1", {0: 3.0})}, failed=[]),
+              ("quick", "ant_dir"): Group(ok={"random": _runs("random", {0: -30.0, 1: -31.0}),
+                                              "rl2": _runs("rl2", {0: -7.0, 1: -6.0})}, failed=[])}
+    agg = aggregates("efficiency", "quick", groups)
+    assert agg.target == "metods"  # the suite's
+    assert agg.left_out_agents == {"metods_s1": ["harlow"]}
+    assert agg.left_out_seeds == {"random": {"harlow": [2]}, "rl2": {"harlow": [2]}}
+    text = "\n".join(aggregates_markdown(agg))
+    assert "`metods_s1`, run on `harlow` only" in text
+    assert "runs left out: `harlow` seed 2 of `random`, `rl2`" in text
+    assert aggregates("efficiency", "quick", groups, target="rl2").target == "rl2"
+    assert "P(rl2 > agent)" in "\n".join(aggregates_markdown(aggregates("efficiency", "quick", groups, target="rl2")))
+
+
+def test_paper_values_far_off_our_scale_are_written_not_drawn():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metabench.report.figures import _paper_marks
+
+    fig, ax = plt.subplots()
+    ax.bar([0, 1], [-10.0, -7.0])
+    assert _paper_marks(ax, [(0, 600.0), (1, -8.0)], [-10.0, -7.0]) == (1, 1)
+    assert ax.get_ylim()[1] < 100 and len(ax.lines) == 1 and any("600" in t.get_text() for t in ax.texts)
+    plt.close(fig)
+
+
+def test_figures_of_runs_without_curves_warn_nothing(recwarn):
+    from metabench.report import aggregates, aggregates_figure, suite_figure
+
+    groups = {("quick", "harlow"): Group(ok={"random": _runs("random", {0: 0.4}), "rl2": _runs("rl2", {0: 5.0})},
+                                         failed=[])}
+    assert suite_figure("efficiency", "quick", groups)[:4] == b"\x89PNG"
+    assert aggregates_figure("efficiency", "quick", aggregates("efficiency", "quick", groups))[:4] == b"\x89PNG"
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
