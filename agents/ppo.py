@@ -86,8 +86,6 @@ class PPOConfig(AgentConfig):
     def __post_init__(self):
         if self.batch_tasks < 1 or self.ppo_epochs < 1 or self.minibatches < 1:
             raise ValueError("batch_tasks, ppo_epochs and minibatches must be positive")
-        if self.minibatches > self.batch_tasks:
-            raise ValueError(f"minibatches ({self.minibatches}) exceeds batch_tasks ({self.batch_tasks})")
 
 
 @dataclass
