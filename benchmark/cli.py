@@ -98,12 +98,12 @@ def run(
         typer.echo(f"note: {note}")
     if not runs:
         _fail("nothing to run for this selection", 2)
-    typer.echo(f"{len(runs)} runs on profile {prof.name} -> {results}/{prof.name}/")
-    out = _sweep(runs, results, workers, threads)
+    _check_writable(results)
+    out = _sweep(runs, results, workers, threads, header=f"on profile {prof.name} -> {results}/{prof.name}/")
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
-               + (f", {len(out.crashed)} lost to a crashed worker" if out.crashed else ""))
-    if failed or out.crashed:
+               + (f" ({len(out.crashed)} failed because their process died)" if out.crashed else ""))
+    if failed:
         raise typer.Exit(1)
 
 
@@ -181,18 +181,25 @@ def validate(
 ) -> None:
     """Validate every record under results/.
 
-    A corrupt or foreign file is named, and the exit status is 1.
+    Each record must be a well-formed record at <profile>/<suite>/<task>/<agent>/seed<k>.json with the same
+    fields, of a registered agent, task, suite and profile (the task in that suite); an ok record must hold
+    its task's main metric, and its curves CSV, if any, must parse. Every problem is named, one line a file,
+    and the exit status is 1; reports and the regression gate skip the same files.
     """
-    from .records import scan
+    from .records import check_curves, scan
 
     if not results.is_dir():
         _fail(f"no results folder at {results}", 2)
     found = scan(results)
     for e in found.invalid:
         typer.echo(f"invalid: {e}", err=True)
+    bad_curves = [problem for path, _ in found.records for problem in check_curves(path)]
+    for problem in bad_curves:
+        typer.echo(f"invalid: {problem}", err=True)
     failed = [p for p, r in found.records if r["status"] != "ok"]
-    typer.echo(f"{len(found.records)} valid records ({len(failed)} failed runs), {len(found.invalid)} invalid")
-    if found.invalid:
+    typer.echo(f"{len(found.records)} valid records ({len(failed)} failed runs), {len(found.invalid)} invalid"
+               + (f", {len(bad_curves)} corrupt curves files" if bad_curves else ""))
+    if found.invalid or bad_curves:
         raise typer.Exit(1)
 
 
@@ -218,7 +225,7 @@ def check(
     import tempfile
 
     from .gate import BadBaseline, compare, load_baseline, summarise, write_baseline
-    from .records import load_record
+    from .records import InvalidRecord, load_record
     from .profiles import PROFILES
     from .runner import code_version, plan
 
@@ -226,18 +233,27 @@ def check(
     if workers is not None and workers < 1:
         _fail("--workers must be at least 1", 2)
     base = None
-    if not update_baseline:
+    # The baseline is read and validated before any run: a malformed one is refused in one line (exit 2).
+    # --update-baseline keeps the entries it does not rewrite, so it refuses a malformed one too.
+    if not update_baseline or baseline.exists():
         try:
             base = load_baseline(baseline)
         except BadBaseline as e:
-            _fail(str(e), 2)
+            _fail(str(e) + ("; fix or delete it, then rerun with --update-baseline" if update_baseline else ""), 2)
     prof = PROFILES.get("smoke")
     runs, _notes = plan(agent_names, suites, prof, prof.seeds, task_names)
     with tempfile.TemporaryDirectory(prefix="metabench-check-") as tmp:
         folder = work if work is not None else Path(tmp)
+        _check_writable(folder)
         typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
         out = _sweep(runs, folder, workers)
-        records = [load_record(spec.path(folder)) for spec in runs if spec.path(folder).exists()]
+        records = []
+        for spec in runs:
+            if spec.path(folder).exists():
+                try:  # what `metabench validate` rejects is skipped, one line each
+                    records.append(load_record(spec.path(folder)))
+                except InvalidRecord as e:
+                    typer.echo(f"skipped: {e}")
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
         typer.echo(f"failed: {r['task']}/{r['agent']} seed {r['seed']}: {r['error']}")
@@ -246,12 +262,9 @@ def check(
         if failed or out.crashed:
             _fail("not writing a baseline from a run with failures", 1)
         kept = {}
-        if baseline.is_file():  # a selection updates its own pairs and keeps the others
-            try:
-                selected = {f"{r.task}/{r.agent}" for r in runs}
-                kept = {k: v for k, v in load_baseline(baseline)["scores"].items() if k not in selected}
-            except BadBaseline:
-                kept = {}
+        if base is not None:  # a selection updates its own pairs and keeps the others
+            selected = {f"{r.task}/{r.agent}" for r in runs}
+            kept = {k: v for k, v in base["scores"].items() if k not in selected}
         scores = {**kept, **current}
         write_baseline(baseline, scores, prof.name, code_version())
         typer.echo(f"wrote baseline {baseline} ({sum(len(m) for m in scores.values())} metrics, "
@@ -260,15 +273,18 @@ def check(
     assert base is not None
     selected = {f"{r.task}/{r.agent}" for r in runs}
     base = {**base, "scores": {k: v for k, v in base["scores"].items() if k in selected}}
-    regressions, notes = compare(current, base)
+    findings, notes = compare(current, base)
     for n in notes:
         typer.echo(f"note: {n}")
-    for f in regressions:
-        typer.echo(f"regression: {f.message}")
+    for f in findings:
+        typer.echo(f"{f.kind}: {f.message}")
+    regressions = [f for f in findings if f.kind == "regression"]
+    unbaselined = [f for f in findings if f.kind != "regression"]
     checked = sum(len(m) for m in base["scores"].values())
-    if regressions or failed or out.crashed:
-        typer.echo(f"check failed: {len(regressions)} regressions, {len(failed)} failed runs "
-                   f"({checked} metrics checked against {baseline})")
+    if findings or failed or out.crashed:
+        typer.echo(f"check failed: {len(regressions)} regressions, "
+                   + (f"{len(unbaselined)} measured but not in the baseline, " if unbaselined else "")
+                   + f"{len(failed)} failed runs ({checked} metrics checked against {baseline})")
         raise typer.Exit(1)
     typer.echo(f"check passed: {checked} metrics of {len(base['scores'])} agent/task pairs within tolerance "
                f"of {baseline}")
@@ -284,6 +300,8 @@ def _selection(agents: str, suite: str, tasks: str | None):
     try:
         agent_names = AGENTS.select(agents)
         suites = select_suites(suite)
+        if tasks is not None and not tasks.strip():
+            _fail("--tasks is empty; name tasks, or leave the option out for every task of the suite", 2)
         task_names = FAMILIES.select(tasks) if tasks else None
     except UnknownName as e:
         _fail(str(e), 2)
@@ -295,14 +313,38 @@ def _selection(agents: str, suite: str, tasks: str | None):
     return agent_names, suites, task_names
 
 
-def _sweep(runs, results: Path, workers: int | None, threads: int | None = None):
-    """run_sweep with one line per finished run, and live bars when stdout is a terminal."""
+def _check_writable(results: Path) -> None:
+    """Exit 2 with one line, before any run trains, if records cannot be written under ``results``."""
+    import tempfile
+
+    if results.exists() and not results.is_dir():
+        _fail(f"--results {results} is a file, not a folder", 2)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results, prefix=".metabench-write-test-"):
+            pass
+    except OSError as e:
+        _fail(f"cannot write records under {results}: {e.strerror or e}", 2)
+
+
+def _sweep(runs, results: Path, workers: int | None, threads: int | None = None, header: str = ""):
+    """run_sweep with a header (planned, already done, to do), one line per started and finished run, and
+    live bars when stdout is a terminal."""
     from metabench.envs import make_family
 
     from .progress import SweepProgress
-    from .runner import pending, run_sweep
+    from .runner import SweepInterrupted, pending, run_sweep
 
-    with SweepProgress(len(pending(runs, results)), enabled=sys.stdout.isatty()) as progress:
+    todo = len(pending(runs, results))
+    cores = os.cpu_count() or 1
+    typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do")
+    if workers is not None and workers > cores:
+        typer.echo(f"note: --workers {workers} is more than the {cores} cores of this machine")
+    with SweepProgress(todo, enabled=sys.stdout.isatty()) as progress:
+        def on_start(spec: Any) -> None:
+            if not progress.enabled:
+                typer.echo(f"started  {spec.label}")
+
         def on_done(i: int, n: int, spec: Any, record: dict[str, Any]) -> None:
             metric = make_family(spec.task).primary_metric
             score = record["metrics"].get(metric)
@@ -313,8 +355,26 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None)
             else:
                 typer.echo(line)
 
-        return run_sweep(runs, results, workers or os.cpu_count() or 1, on_done=on_done,
-                         progress_queue=progress.queue, threads=threads)
+        try:
+            return run_sweep(runs, results, workers or cores, on_done=on_done, on_start=on_start,
+                             progress_queue=progress.queue, threads=threads)
+        except SweepInterrupted as stop:
+            interrupted = stop
+        except OSError as e:  # a record could not be written (disk full, a folder in its place)
+            _fail(f"cannot write records under {results}: {e}; the sweep stopped", 1)
+    what = (f"{len(interrupted.result.done)} runs finished"
+            + (f", {len(interrupted.stopped)} stopped in flight (no record)" if interrupted.stopped else "")
+            + (f", {len(interrupted.not_started)} not started" if interrupted.not_started else ""))
+    typer.echo(f"interrupted by {interrupted.signal_name}: {what}; rerun the same command to resume "
+               f"({' '.join(_resume_command())})", err=True)
+    raise typer.Exit(130)
+
+
+def _resume_command() -> list[str]:
+    """The command line this process was started with, as a user would type it again."""
+    import shlex
+
+    return ["metabench", *(shlex.quote(a) for a in sys.argv[1:])]
 
 
 def main() -> None:

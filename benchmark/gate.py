@@ -14,6 +14,12 @@ so a metric that varies across seeds, or is measured on few episodes, gets
 room to move, and a deterministic one (the same code on the same platform
 gives the same numbers) gets almost none. ``--update-baseline`` rewrites the
 baseline from the fresh run, on purpose.
+
+The baseline is validated when it is read (:func:`load_baseline`), before any
+run: every entry needs finite numbers (``mean``; ``seed_std`` and ``episode_se``
+at least 0) and a JSON boolean ``higher_is_better``, else the gate refuses it. A
+(task, agent) pair or a metric measured now but absent from the baseline fails
+the gate (it would otherwise go unchecked) until ``--update-baseline`` adds it.
 """
 
 from __future__ import annotations
@@ -71,10 +77,13 @@ class Finding:
     key: str
     metric: str
     message: str
+    kind: str = "regression"
+    """``regression`` (worse than the baseline beyond tolerance, or in the baseline but not measured now) or
+    ``not in baseline`` (measured now, unchecked until ``--update-baseline`` adds it); either fails the gate."""
 
 
 def compare(current: dict[str, dict[str, dict[str, Any]]], baseline: dict[str, Any]) -> tuple[list[Finding], list[str]]:
-    """Regressions (worse than baseline beyond tolerance) and notes (new or missing entries)."""
+    """Findings that fail the gate (:class:`Finding`: regressions, entries missing on either side) and notes."""
     regressions, notes = [], []
     base = baseline["scores"]
     for key, metrics in sorted(base.items()):
@@ -93,8 +102,19 @@ def compare(current: dict[str, dict[str, dict[str, Any]]], baseline: dict[str, A
             elif not b["higher_is_better"] and c["mean"] > b["mean"] + tol:
                 regressions.append(Finding(key, metric, f"{key} {metric}: {c['mean']:.4g} > baseline {b['mean']:.4g} "
                                                         f"+ tolerance {tol:.3g} (lower is better)"))
-    for key in sorted(set(current) - set(base)):
-        notes.append(f"{key}: not in the baseline (run with --update-baseline to add it)")
+    for key, metrics in sorted(current.items()):
+        if key not in base:
+            regressions.append(Finding(key, "*", f"{key}: measured now but not in the baseline "
+                                                 "(run with --update-baseline to add it)", "not in baseline"))
+            continue
+        for metric in sorted(set(metrics) - set(base[key])):
+            regressions.append(Finding(key, metric, f"{key} {metric}: measured now but not in the baseline "
+                                                    "(run with --update-baseline to add it)", "not in baseline"))
+        for metric in sorted(set(metrics) & set(base[key])):
+            if metrics[metric].get("higher_is_better", base[key][metric]["higher_is_better"]) \
+                    != base[key][metric]["higher_is_better"]:
+                notes.append(f"{key} {metric}: the baseline's higher_is_better is "
+                             f"{base[key][metric]['higher_is_better']}, the code's is not; compared as the baseline says")
     return regressions, notes
 
 
@@ -107,12 +127,53 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise BadBaseline(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("scores"), dict):
         raise BadBaseline(f"{path}: not a metabench baseline (schema {BASELINE_SCHEMA})")
-    for key, metrics in data["scores"].items():
-        for metric, entry in (metrics.items() if isinstance(metrics, dict) else [("?", None)]):
-            if not isinstance(entry, dict) or not all(
-                    k in entry for k in ("mean", "seed_std", "episode_se", "higher_is_better")):
-                raise BadBaseline(f"{path}: entry {key} {metric} is malformed")
+    problems = baseline_problems(data["scores"])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BadBaseline(f"{path}: {problems[0]}{more}")
     return data
+
+
+ENTRY_FIELDS = ("mean", "seed_std", "episode_se", "higher_is_better")
+
+
+def baseline_problems(scores: dict[str, Any]) -> list[str]:
+    """What is wrong with a baseline's ``scores``, one item per malformed entry; empty if nothing."""
+    problems = []
+    for key, metrics in scores.items():
+        if not isinstance(key, str) or len(key.split("/")) != 2 or not all(key.split("/")):
+            problems.append(f"entry {key!r} is malformed: not named task/agent")
+            continue
+        if not isinstance(metrics, dict) or not metrics:
+            problems.append(f"entry {key} is malformed: not a non-empty object of metrics")
+            continue
+        for metric, entry in metrics.items():
+            why = _entry_problem(entry)
+            if why:
+                problems.append(f"entry {key} {metric} is malformed: {why}")
+    return problems
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    missing = [k for k in ENTRY_FIELDS if k not in entry]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for k in ("mean", "seed_std", "episode_se"):
+        v = entry[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"{k} is {json.dumps(v)}, not a number"
+        if not math.isfinite(v):
+            return f"{k} is {v}, not a finite number"
+        if k != "mean" and v < 0:
+            return f"{k} is {v}, below 0"
+    if not isinstance(entry["higher_is_better"], bool):
+        return f"higher_is_better is {json.dumps(entry['higher_is_better'])}, not true or false"
+    if "seeds" in entry and (isinstance(entry["seeds"], bool) or not isinstance(entry["seeds"], int)
+                             or entry["seeds"] < 1):
+        return f"seeds is {json.dumps(entry['seeds'])}, not a positive integer"
+    return None
 
 
 def write_baseline(path: Path, current: dict[str, dict[str, dict[str, Any]]], profile: str, version: str) -> None:

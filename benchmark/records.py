@@ -6,6 +6,14 @@ is written last, so a record that exists always has its curves; both are
 written to a temporary file in the same folder and renamed into place, so a
 killed process leaves either the old file or the new one, never half of one.
 Reports and the regression gate read records; they never retrain.
+
+A record is *valid* when it passes :func:`validate` (its fields and their types) and
+:func:`check_record` (it lies at the path its fields name, and its agent, task, suite and
+profile are registered, the task in that suite; an ``ok`` record holds its task's main
+metric). :func:`load_record` and :func:`scan` apply both, so ``metabench validate``,
+the reports, the regression gate and the runner's resume (``is_done``) accept and skip
+the same files. A curves CSV that does not parse (:func:`check_curves`) loses only the
+curves: the record stays.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ STATUSES = ("ok", "failed")
 
 class InvalidRecord(ValueError):
     """A results file that is not a valid metabench record; the message says why in one line."""
+
+
+class InvalidCurves(ValueError):
+    """A curves CSV that does not parse; the message names the file and why, in one line."""
 
 
 def record_path(results: Path, profile: str, suite: str, task: str, agent: str, seed: int) -> Path:
@@ -120,8 +132,66 @@ def validate(record: Any) -> list[str]:
     return problems
 
 
-def load_record(path: Path) -> dict[str, Any]:
-    """Read and validate one record; raises :class:`InvalidRecord` with a one-line reason."""
+LAYOUT = "<profile>/<suite>/<task>/<agent>/seed<k>.json"
+
+
+def check_record(path: Path, record: dict[str, Any]) -> list[str]:
+    """Problems of a record that passes :func:`validate` against its path and the registries; empty if none.
+
+    ``path`` must end in ``<profile>/<suite>/<task>/<agent>/seed<seed>.json`` with the record's own
+    fields (so a results folder and any folder in it, ``results/quick``, are scanned alike; a file a
+    folder too deep or too shallow names folders that are not its fields). The agent, task, suite and
+    profile must be registered (``metabench list``), the task must belong to the suite and the agent must
+    run on it; an ``ok`` record must hold its task's main metric (the family's ``primary_metric``). This is
+    what ``metabench validate`` checks, and what reports, the regression gate and the runner's resume skip.
+    """
+    from metabench.agents import AGENTS
+    from metabench.envs import FAMILIES, make_family
+
+    from .profiles import PROFILES
+    from .suites import SUITES
+
+    problems = []
+    parts = Path(path).parts[-5:]
+    if len(parts) != 5:
+        problems.append(f"not at {LAYOUT}")
+    else:
+        for name, folder in zip(("profile", "suite", "task", "agent"), parts):
+            if folder != record[name]:
+                problems.append(f"{name} {record[name]!r} but its path says {folder!r}")
+        if parts[4] != f"seed{record['seed']}.json":
+            problems.append(f"seed {record['seed']} but its file is {parts[4]}")
+    agent, task, suite, profile = record["agent"], record["task"], record["suite"], record["profile"]
+    if agent not in AGENTS:
+        problems.append(f"unknown agent {agent!r}")
+    if task not in FAMILIES:
+        problems.append(f"unknown task {task!r}")
+    if suite not in SUITES:
+        problems.append(f"unknown suite {suite!r}")
+    if profile not in PROFILES:
+        problems.append(f"unknown profile {profile!r}")
+    if task in FAMILIES:
+        entry = FAMILIES.get(task)
+        if suite in SUITES and entry.suite != suite:
+            problems.append(f"task {task!r} is in suite {entry.suite!r}, not {suite!r}")
+        family = make_family(task)
+        if agent in AGENTS:
+            agent_entry = AGENTS.get(agent)
+            if not agent_entry.cls.supports(family) or (agent_entry.tasks is not None
+                                                        and task not in agent_entry.tasks):
+                problems.append(f"agent {agent!r} does not run on task {task!r}")
+        if record["status"] == "ok" and family.primary_metric not in record["metrics"]:
+            problems.append(f"ok record without its task's main metric {family.primary_metric!r}")
+    return problems
+
+
+def load_record(path: Path, *, strict: bool = True) -> dict[str, Any]:
+    """Read and validate one record; raises :class:`InvalidRecord` naming every problem, in one line.
+
+    ``strict`` (the default) adds :func:`check_record` (its path and the registries), so the runner's
+    resume (``is_done``) never counts a record that ``metabench validate`` rejects; ``strict=False`` checks
+    the fields only.
+    """
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -129,8 +199,10 @@ def load_record(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise InvalidRecord(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     problems = validate(record)
+    if not problems and strict:
+        problems = check_record(Path(path), record)
     if problems:
-        raise InvalidRecord(f"{path}: {problems[0]}")
+        raise InvalidRecord(f"{path}: {'; '.join(problems)}")
     return record
 
 
@@ -140,21 +212,59 @@ class Scan:
     invalid: list[InvalidRecord]
 
 
-def scan(results: Path) -> Scan:
-    """Every ``seed*.json`` under ``results`` (sorted), split into valid records and invalid files."""
+def scan(results: Path, strict: bool = True) -> Scan:
+    """Every ``seed*.json`` under ``results`` (sorted), split into valid records and invalid files.
+
+    ``strict`` (the default): valid as :func:`load_record` says, so a foreign or inconsistent record is
+    invalid; ``strict=False``: the fields only.
+    """
     records, invalid = [], []
     for path in sorted(Path(results).glob("**/seed*.json")):
         try:
-            records.append((path, load_record(path)))
+            records.append((path, load_record(path, strict=strict)))
         except InvalidRecord as e:
             invalid.append(e)
     return Scan(records, invalid)
 
 
-def iter_curves(record: Path) -> Iterator[tuple[str, float, str, float]]:
-    path = curves_path(record)
+CURVES_HEADER = ["curve", "x", "metric", "value"]
+
+
+def read_curves(record: Path) -> list[tuple[str, float, str, float]]:
+    """The rows of the record's curves CSV (none if it has no CSV); :class:`InvalidCurves` if it does not parse."""
+    path = curves_path(Path(record))
     if not path.exists():
-        return
-    with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            yield row["curve"], float(row["x"]), row["metric"], float(row["value"])
+        return []
+    rows = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != CURVES_HEADER:
+                raise InvalidCurves(f"{path}: header is {header!r}, not {','.join(CURVES_HEADER)}")
+            for row in reader:
+                where = f"{path}: line {reader.line_num}"
+                if len(row) != 4:
+                    raise InvalidCurves(f"{where}: {len(row)} fields, not 4")
+                try:
+                    x, value = float(row[1]), float(row[3])
+                except ValueError:
+                    raise InvalidCurves(f"{where}: x {row[1]!r} or value {row[3]!r} is not a number") from None
+                rows.append((row[0], x, row[2], value))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidCurves(f"{path}: unreadable ({e.__class__.__name__})") from None
+    return rows
+
+
+def check_curves(record: Path) -> list[str]:
+    """Problems of the record's curves CSV (one at most: where it stops parsing); empty if none or absent."""
+    try:
+        read_curves(record)
+    except InvalidCurves as e:
+        return [str(e)]
+    return []
+
+
+def iter_curves(record: Path) -> Iterator[tuple[str, float, str, float]]:
+    """The curves CSV's rows; :class:`InvalidCurves` (before any row) if the file does not parse."""
+    yield from read_curves(record)

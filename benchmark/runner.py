@@ -3,28 +3,30 @@
 :func:`plan` expands a selection into :class:`RunSpec` s with their resolved
 configs; :func:`pending` drops runs whose record already exists with the same
 config and status ``ok`` (so a killed sweep rerun picks up where it stopped);
-:func:`run_sweep` executes the rest on a local process pool. Each run
+:func:`run_sweep` executes the rest, each run in its own process. Each run
 (:func:`execute_run`) meta-trains, then is scored on held-out test tasks by
 the shared protocol (:mod:`metabench.protocol`) on every evaluation variant
 of its family, and writes its curves and record atomically. A run that
-raises becomes a ``failed`` record with its error, and the sweep goes on.
+raises, or whose process dies, becomes a ``failed`` record with its error, and
+the sweep goes on; SIGINT or SIGTERM stops the sweep (:class:`SweepInterrupted`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import platform
+import signal
 import subprocess
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,9 +180,9 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         config = entry.config(family, profile)
         if resolve_config(spec.agent, spec.task, profile, spec.seed) != spec.config:
             raise RuntimeError("the config changed between planning and running")
-        # A worker runs many runs: without a reset, torch.compile's graphs of earlier runs (one per batch
-        # shape and config) count against its recompile limit of 8, and later runs fall back to eager (a
-        # maze ablation sweep hit the limit at the start of a worker's fourth run). Each run starts afresh.
+        # One process may execute many runs (workers=1): without a reset, torch.compile's graphs of earlier
+        # runs (one per batch shape and config) count against its recompile limit of 8, and later runs fall
+        # back to eager. Each run starts afresh.
         torch.compiler.reset()
         torch.manual_seed(spec.seed)
         agent = entry.build(family, config, spec.seed)
@@ -267,10 +269,10 @@ def _suffixed(metric: str, suffix: str) -> str:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Pool-worker initializer: end this worker when the sweep's process dies (e.g. ``kill -9``).
+    """In a run's process: end it when the sweep's process dies (e.g. ``kill -9``).
 
-    Otherwise orphaned workers wait forever on their task queue. A worker ended
-    mid-run leaves no partial record: records are written atomically.
+    Otherwise an orphaned run trains on for nothing. A run ended mid-way leaves no partial record:
+    records are written atomically.
     """
 
     def watch() -> None:
@@ -281,11 +283,54 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _run_process(spec: RunSpec, results: Path, version: str, threads: int, progress_queue: Any,
+                 parent_pid: int) -> None:
+    """The body of one run's own process (see :func:`run_sweep`)."""
+    # Ctrl-C reaches the whole process group: the sweep's process decides what happens to the runs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent_pid)
+    execute_run(spec, results, version, threads, progress_queue)
+
+
 @dataclass
 class SweepResult:
     done: list[dict[str, Any]]
+    """The records of the runs this sweep finished (``ok`` or ``failed``), in the order they finished."""
     skipped: int
+    """Runs already done before the sweep (an ``ok`` record with the same config)."""
     crashed: list[str]
+    """Labels of the runs whose process died (each also has a ``failed`` record in :attr:`done`)."""
+
+
+class SweepInterrupted(Exception):
+    """The sweep was asked to stop (SIGINT or SIGTERM): runs in flight were stopped, queued ones not started.
+
+    Every finished run has its record; the stopped ones have none (or keep their earlier one), so
+    rerunning the same command resumes.
+    """
+
+    def __init__(self, result: SweepResult, stopped: list[str], not_started: list[str], signal_name: str):
+        self.result, self.stopped, self.not_started, self.signal_name = result, stopped, not_started, signal_name
+        super().__init__(f"{signal_name}: {len(result.done)} runs finished, {len(stopped)} stopped in flight, "
+                         f"{len(not_started)} not started")
+
+
+class _Stop(BaseException):
+    """Raised in the sweep's main thread by SIGINT or SIGTERM; its argument is the signal's name."""
+
+
+def _died(spec: RunSpec, results: Path, version: str, exitcode: int | None, wall_time_s: float) -> dict[str, Any]:
+    """The ``failed`` record of a run whose process died without writing its own."""
+    if exitcode is not None and exitcode < 0:
+        how = f"was killed by {signal.Signals(-exitcode).name}"
+    else:
+        how = f"exited with status {exitcode}"
+    record = {"schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
+              "profile": spec.profile, "status": "failed", "error": f"WorkerDied: the run's process {how}",
+              "metrics": {}, "env_steps": 0, "wall_time_s": round(wall_time_s, 3), "config": spec.config,
+              "code_version": version}
+    write_record(spec.path(results), record)
+    return record
 
 
 def run_sweep(
@@ -295,43 +340,102 @@ def run_sweep(
     on_done: Callable[[int, int, RunSpec, dict[str, Any]], None] | None = None,
     progress_queue: Any = None,
     threads: int | None = None,
+    on_start: Callable[[RunSpec], None] | None = None,
 ) -> SweepResult:
-    """Execute the pending runs of ``runs``; ``on_done(i, n, spec, record)`` after each.
+    """Execute the pending runs of ``runs``; ``on_start(spec)`` before each, ``on_done(i, n, spec, record)``
+    after each.
+
+    With one worker the runs execute in this process; with more, each run has its own process (spawned,
+    at most ``workers`` at once), so a run whose process dies (killed, out of memory) is known: it is
+    recorded ``failed`` with the signal, and the sweep goes on with the others.
+
+    SIGINT (Ctrl-C) or SIGTERM stops the sweep: queued runs are not started, runs in flight are stopped
+    (they write nothing), and :class:`SweepInterrupted` says what finished.
 
     ``threads``: torch intra-op threads per run (default: the cores shared out among the workers).
-
     ``progress_queue``: a (manager) queue the runs report live progress to (:mod:`metabench.progress`).
     """
     results = Path(results)
     todo = pending(runs, results)
-    skipped = len(runs) - len(todo)
-    workers = max(1, workers or os.cpu_count() or 1)
+    result = SweepResult([], len(runs) - len(todo), [])
+    workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
     version = code_version()
-    done: list[dict[str, Any]] = []
-    crashed: list[str] = []
     threads = max(1, threads or (os.cpu_count() or 1) // workers)
-    if workers == 1 or len(todo) <= 1:
-        for i, spec in enumerate(todo, 1):
-            record = execute_run(spec, results, version, threads=threads, progress_queue=progress_queue)
-            done.append(record)
-            if on_done:
-                on_done(i, len(todo), spec, record)
-        return SweepResult(done, skipped, crashed)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(execute_run, spec, results, version, threads, progress_queue): spec for spec in todo}
-        for i, fut in enumerate(as_completed(futures), 1):
-            spec = futures[fut]
-            try:
-                record = fut.result()
-            except BrokenProcessPool:
-                crashed.append(spec.label)
-                continue
-            done.append(record)
-            if on_done:
-                on_done(i, len(todo), spec, record)
-    return SweepResult(done, skipped, crashed)
+    finished: set[str] = set()
+
+    def finish(spec: RunSpec, record: dict[str, Any]) -> None:
+        finished.add(spec.label)
+        result.done.append(record)
+        if on_done:
+            on_done(len(result.done), len(todo), spec, record)
+
+    running: dict[Any, tuple[Any, RunSpec, float]] = {}
+    with _stop_on_signals():
+        try:
+            if workers == 1:
+                for spec in todo:
+                    running = {None: (None, spec, time.perf_counter())}
+                    if on_start:
+                        on_start(spec)
+                    finish(spec, execute_run(spec, results, version, threads=threads, progress_queue=progress_queue))
+                running = {}
+                return result
+            ctx = multiprocessing.get_context("spawn")
+            queue = list(todo)
+            while queue or running:
+                while queue and len(running) < workers:
+                    spec = queue.pop(0)
+                    proc = ctx.Process(target=_run_process, name=f"metabench {spec.label}",
+                                       args=(spec, results, version, threads, progress_queue, os.getpid()))
+                    proc.start()
+                    running[proc.sentinel] = (proc, spec, time.perf_counter())
+                    if on_start:
+                        on_start(spec)
+                for sentinel in multiprocessing.connection.wait(list(running)):
+                    proc, spec, started = running.pop(sentinel)
+                    proc.join()
+                    record = None
+                    if proc.exitcode == 0:
+                        try:
+                            record = load_record(spec.path(results))
+                        except InvalidRecord:
+                            record = None
+                    if record is None:
+                        record = _died(spec, results, version, proc.exitcode, time.perf_counter() - started)
+                        result.crashed.append(spec.label)
+                    finish(spec, record)
+            return result
+        except (KeyboardInterrupt, _Stop) as e:
+            for proc, _spec, _started in running.values():
+                if proc is not None:
+                    proc.kill()
+            for proc, _spec, _started in running.values():
+                if proc is not None:
+                    proc.join()
+            stopped = [spec.label for _proc, spec, _started in running.values()]
+            not_started = [s.label for s in todo if s.label not in finished and s.label not in stopped]
+            raise SweepInterrupted(result, stopped, not_started,
+                                   e.args[0] if isinstance(e, _Stop) else "SIGINT") from None
 
 
-__all__ = ["RunSpec", "SweepResult", "execute_run", "load_agent", "pending", "plan", "run_sweep", "state_path"]
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While the sweep runs in the main thread, SIGINT and SIGTERM stop it. SIGINT is installed too, not
+    left to Python: a sweep started in the background (``make run > log &``) inherits SIGINT ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["RunSpec", "SweepInterrupted", "SweepResult", "execute_run", "load_agent", "pending", "plan", "run_sweep",
+           "state_path"]

@@ -135,6 +135,67 @@ def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     assert len(scan(results).records) == 40
 
 
+def _run_children(parent: int) -> list[int]:
+    """The processes of runs a sweep's process started (spawned, not its resource tracker)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return [int(f[0]) for f in (line.split(None, 2) for line in out.splitlines()[1:])
+            if int(f[1]) == parent and "spawn_main" in f[2]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_sweep_and_says_how_to_resume(tmp_path, sig):
+    """SIGINT or SIGTERM: no queued run starts, runs in flight stop, one line says what finished, exit 130.
+    The sweep is started with SIGINT ignored, as a background job (`make run > log &`) inherits it."""
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--suite", "efficiency", "--profile",
+           "smoke", "--tasks", "harlow", "--seeds", "40", "--workers", "2", "--results", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    folder = results / "smoke/efficiency/harlow/random"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("seed*.json"))) < 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {sig.name}: ") and "runs finished" in lines[0]
+    assert "rerun the same command to resume (metabench run --agents random" in lines[0]
+    assert "Traceback" not in out + err
+    n = len(scan(results).records)
+    assert 2 <= n < 40
+    time.sleep(3)
+    assert len(scan(results).records) == n, "runs went on after the sweep stopped"
+    assert _run_children(proc.pid) == []
+
+
+def test_a_run_whose_process_dies_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "rl2", "--suite", "capacity", "--profile",
+           "smoke", "--seeds", "4", "--workers", "2", "--results", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline:
+        for pid in _run_children(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+            except ProcessLookupError:
+                continue
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    assert killed is not None, out + err
+    assert proc.returncode == 1, err
+    records = [r for _p, r in scan(results).records]
+    assert len(records) == 4
+    died = [r for r in records if r["status"] == "failed"]
+    assert len(died) == 1 and died[0]["error"] == "WorkerDied: the run's process was killed by SIGKILL"
+    assert "1 failed because their process died" in out and "WorkerDied" in out
+    assert "Traceback" not in err
+
+
 @pytest.mark.slow  # ~1 minute: a smoke run of the untrained MetODS on the maze and its report
 def test_capacity_smoke_report_has_paper_rows_and_maze_picture(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
@@ -156,3 +217,47 @@ def test_capacity_smoke_report_has_paper_rows_and_maze_picture(tmp_path):
         assert cells[3] == "96.80 ± 0.50" and cells[5] == "0.05" and cells[7] == "3.80 ± 8.90"
     assert "figures/maze-samples.png" in md
     assert (reports / "figures/maze-samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("make_bad", ["file", "read_only", "seed_dir"])
+def test_an_unwritable_results_folder_is_refused_before_any_run(tmp_path, make_bad):
+    """Found before training, in one line, exit 2: no run starts, nothing is written."""
+    if make_bad == "file":
+        results = tmp_path / "results"
+        results.write_text("not a folder")
+    elif make_bad == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only folders")
+        results = tmp_path / "results"
+        results.mkdir()
+        results.chmod(0o500)
+    else:  # a folder where a record goes is a directory: found when the run writes it (recorded failed)
+        results = tmp_path / "results"
+        (results / "smoke/efficiency/harlow/random/seed0.json").mkdir(parents=True)
+        out = cli("run", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--profile", "smoke",
+                  "--seeds", "1", "--workers", "1", "--results", str(results))
+        assert out.exit_code == 1
+        assert out.output.strip().splitlines()[-1].startswith("error: cannot write records under")
+        return
+    out = cli("run", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--profile", "smoke",
+              "--seeds", "1", "--results", str(results))
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines()[-1].startswith("error: ")
+    assert "started" not in out.output
+
+
+def test_empty_tasks_is_refused():
+    out = cli("run", "--agents", "random", "--suite", "efficiency", "--tasks", "", "--profile", "smoke")
+    assert out.exit_code == 2 and "--tasks is empty" in out.output
+
+
+def test_the_log_says_what_is_planned_and_when_each_run_starts(tmp_path):
+    args = ("run", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--profile", "smoke",
+            "--seeds", "2", "--workers", "1", "--results", str(tmp_path))
+    cli(*args[:-4], "--seeds", "1", "--workers", "1", "--results", str(tmp_path))
+    out = cli(*args)
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0] == f"2 runs on profile smoke -> {tmp_path}/smoke/: 1 already done, 1 to do"
+    assert lines[1] == "started  efficiency/harlow/random/seed1"
+    assert lines[2].startswith("[1/1] ok     efficiency/harlow/random/seed1")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -39,7 +41,8 @@ def test_compare_flags_only_drops_beyond_tolerance():
     better = summarise([_record(seed=0, score=9.0)])
     assert compare(better, base) == ([], [])
     regressions, notes = compare(summarise([_record(agent="rl2")]), base)
-    assert "no successful run now" in regressions[0].message and "not in the baseline" in notes[0]
+    assert "no successful run now" in regressions[0].message and "not in the baseline" in regressions[1].message
+    assert [f.kind for f in regressions] == ["regression", "not in baseline"] and notes == []
 
 
 def test_lower_is_better_metrics_regress_upwards():
@@ -114,3 +117,90 @@ def test_check_with_a_doctored_record_fails(tmp_path):
     out = cli(*args)
     assert out.exit_code == 1
     assert "regression: harlow/random episode_return:" in out.output
+
+
+# Issue 26, item 6: the baseline is validated, and what it lacks fails the gate. Copies in tmp_path only.
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results/baselines/smoke.json"
+
+
+def test_the_committed_baseline_is_valid():
+    assert load_baseline(COMMITTED)["scores"]
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("mean", "abc", 'mean is "abc", not a number'),
+    ("mean", float("nan"), "mean is nan, not a finite number"),
+    ("seed_std", float("inf"), "seed_std is inf, not a finite number"),
+    ("episode_se", -1.0, "episode_se is -1.0, below 0"),
+    ("mean", True, "mean is true, not a number"),
+    ("higher_is_better", "false", 'higher_is_better is "false", not true or false'),
+    ("higher_is_better", 0, "higher_is_better is 0, not true or false"),
+    ("seeds", 0, "seeds is 0, not a positive integer"),
+])
+def test_a_malformed_entry_is_refused_before_any_run(tmp_path, field, value, why):
+    data = json.loads(COMMITTED.read_text())
+    data["scores"]["harlow/random"]["episode_return"][field] = value
+    baseline = tmp_path / "smoke.json"
+    baseline.write_text(json.dumps(data))  # json writes NaN and Infinity, and json reads them back
+    with pytest.raises(BadBaseline) as e:
+        load_baseline(baseline)
+    assert str(e.value) == f"{baseline}: entry harlow/random episode_return is malformed: {why}"
+    for extra in ([], ["--update-baseline"]):
+        out = cli("check", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--workers", "1",
+                  "--baseline", str(baseline), "--work", str(tmp_path / "work"), *extra)
+        assert out.exit_code == 2
+        assert out.output.strip().splitlines() == [f"error: {e.value}" + (
+            "; fix or delete it, then rerun with --update-baseline" if extra else "")]
+        assert not (tmp_path / "work").exists()  # refused before any run
+    assert baseline.read_text() == json.dumps(data)  # left as it was
+
+
+@pytest.mark.parametrize("scores, why", [
+    ({"harlow": {"m": {"mean": 1.0, "seed_std": 0.0, "episode_se": 0.0, "higher_is_better": True}}},
+     "entry 'harlow' is malformed: not named task/agent"),
+    ({"harlow/a": {}}, "entry harlow/a is malformed: not a non-empty object of metrics"),
+    ({"harlow/a": {"m": {"mean": 1.0}}}, "entry harlow/a m is malformed: missing seed_std, episode_se, higher_is_better"),
+    ({"harlow/a": {"m": {"mean": 1.0, "seed_std": 0.0, "episode_se": 0.0, "higher_is_better": "yes"}},
+      "maze/a": {"m": None}}, "(and 1 more)"),
+])
+def test_malformed_scores_are_named(tmp_path, scores, why):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": 1, "scores": scores}))
+    with pytest.raises(BadBaseline, match=re.escape(why)):
+        load_baseline(bad)
+
+
+def test_what_the_baseline_lacks_fails_the_comparison():
+    base = {"scores": summarise([_record(seed=0, score=4.0), _record(seed=1, score=6.0)])}
+    current = summarise([_record(seed=0, score=5.0), _record(agent="rl2")])
+    current["harlow/metods"]["choices"] = dict(current["harlow/metods"]["episode_return"])
+    findings, notes = compare(current, base)
+    assert [(f.kind, f.key, f.metric) for f in findings] == [
+        ("not in baseline", "harlow/metods", "choices"), ("not in baseline", "harlow/rl2", "*")]
+    assert all("run with --update-baseline to add it" in f.message for f in findings) and notes == []
+
+
+def test_check_fails_on_a_deleted_metric_or_pair_until_the_baseline_is_updated(tmp_path):
+    """Before: a metric or a (task, agent) pair deleted from the baseline passed with exit 0, unchecked."""
+    baseline, work = tmp_path / "smoke.json", tmp_path / "work"
+    args = ["check", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--workers", "1",
+            "--baseline", str(baseline), "--work", str(work)]
+    data = json.loads(COMMITTED.read_text())
+    data["scores"]["harlow/random"].pop("episode_return")
+    baseline.write_text(json.dumps(data))
+    out = cli(*args)
+    assert out.exit_code == 1, out.output
+    assert ("not in baseline: harlow/random episode_return: measured now but not in the baseline "
+            "(run with --update-baseline to add it)") in out.output
+    assert "check failed: 0 regressions, 1 measured but not in the baseline, 0 failed runs" in out.output
+    data["scores"].pop("harlow/random")
+    baseline.write_text(json.dumps(data))
+    out = cli(*args)
+    assert out.exit_code == 1 and "not in baseline: harlow/random: measured now but not in the baseline" in out.output
+    # --update-baseline adds the pair (keeping every other entry of the copy), and then the check passes
+    assert cli(*args, "--update-baseline").exit_code == 0
+    updated = json.loads(baseline.read_text())["scores"]
+    assert "episode_return" in updated["harlow/random"] and set(updated) == set(data["scores"]) | {"harlow/random"}
+    out = cli(*args)
+    assert out.exit_code == 0 and "check passed" in out.output

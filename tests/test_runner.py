@@ -87,6 +87,11 @@ def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent
         stale.parent.mkdir(parents=True)
         stale.write_bytes(b"weights of an earlier run")
         out = run_sweep(runs, tmp_path, workers=1)
+        # Failed records are valid records (of agents registered now), and are retried on the next sweep.
+        found = scan(tmp_path)
+        assert len(found.records) == 3 and found.invalid == []
+        failed = [r for r in runs if r.agent != "random"]
+        assert pending(runs, tmp_path) == failed
     assert not stale.exists()
     by_agent = {r["agent"]: r for r in out.done}
     assert by_agent["random"]["status"] == "ok"
@@ -94,11 +99,6 @@ def test_failing_agent_gets_failed_record_and_sweep_goes_on(tmp_path, temp_agent
     assert by_agent["exploding"]["error"] == "ValueError: boom in training"
     assert by_agent["nan_loss"]["status"] == "failed"
     assert "non-finite loss" in by_agent["nan_loss"]["error"]
-    # Failed records are valid records, and are retried on the next sweep.
-    found = scan(tmp_path)
-    assert len(found.records) == 3 and found.invalid == []
-    failed = [r for r in runs if r.agent != "random"]
-    assert pending(runs, tmp_path) == failed
 
 
 def test_interrupted_write_leaves_previous_record(tmp_path, monkeypatch):
@@ -212,3 +212,26 @@ def test_a_task_family_is_its_module_plus_one_registration(tmp_path):
         assert [r["status"] for r in done] == ["ok"]
     finally:
         del FAMILIES._items["harlow_short"]
+
+
+def test_an_interrupt_inside_a_run_stops_the_sweep(tmp_path, temp_agent):
+    """In-process (one worker): Ctrl-C during a run stops the sweep; earlier records stay, the run stopped
+    in flight writes none, later runs are not started."""
+    from metabench.agents.random_agent import RandomAgent
+    from metabench.runner import SweepInterrupted
+
+    class Interrupted(RandomAgent):
+        def meta_train(self, family, budget_env_steps, monitor):
+            if self.seed == 1:
+                raise KeyboardInterrupt
+            return 0
+
+    with temp_agent("interrupted", Interrupted):
+        runs, _ = plan(["interrupted"], [EFFICIENCY], SMOKE, seeds=3, tasks=["harlow"])
+        with pytest.raises(SweepInterrupted) as info:
+            run_sweep(runs, tmp_path, workers=1)
+    stop = info.value
+    assert [r["seed"] for r in stop.result.done] == [0]
+    assert stop.stopped == [runs[1].label] and stop.not_started == [runs[2].label]
+    assert stop.signal_name == "SIGINT"
+    assert [p.name for p in sorted((tmp_path / "smoke/efficiency/harlow/interrupted").glob("*.json"))] == ["seed0.json"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from metabench.envs import FAMILIES
 
-from ..records import scan, write_atomic
+from ..records import check_curves, scan, write_atomic
 from .aggregates import DEFAULT_TARGET, Aggregates, Levels, aggregates, aggregates_markdown, task_levels
 from .common import FIGURES, Cell, Group, is_current, md_table, pooled, suite_of, task_key
 from .curves import learning_curve
@@ -62,9 +62,11 @@ def group_records(records) -> tuple[dict[str, dict[tuple[str, str], Group]], lis
 
 def build_reports(results: Path) -> Built:
     """Every report file (relative path -> bytes) for the records under ``results``."""
-    found = scan(Path(results))
+    found = scan(Path(results))  # strict: a corrupt, foreign or inconsistent record is named and skipped
     by_suite, skipped = group_records(found.records)
-    warnings = [str(e) for e in found.invalid] + skipped
+    # a curves CSV that does not parse: named once, and the report reads that record as having no curves
+    bad_curves = [f"{problem}; its curves skipped" for path, _ in found.records for problem in check_curves(path)]
+    warnings = [str(e) for e in found.invalid] + skipped + bad_curves
     files: dict[str, bytes] = {}
     task_aggs: dict[tuple[str, str, str], Aggregates] = {}
     for suite_name, groups in sorted(by_suite.items()):

@@ -9,7 +9,16 @@ from typing import Any
 
 from metabench.envs import TaskFamily
 
-from ..records import iter_curves
+from ..records import InvalidCurves, read_curves
+
+
+def iter_curves(record: Path):
+    """The record's curves rows; none if its CSV does not parse (:func:`metabench.report.build_reports`
+    names such a file once, as :func:`metabench.records.check_curves` does)."""
+    try:
+        return read_curves(record)
+    except InvalidCurves:
+        return []
 
 Runs = list[tuple[Path, dict[str, Any]]]
 
