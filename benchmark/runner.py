@@ -153,6 +153,13 @@ def code_version() -> str:
         return f"metabench-{__version__}"
 
 
+def _new_record(spec: RunSpec, version: str) -> dict[str, Any]:
+    """A run's record before it has any result: its keys, config and code version, status ``ok``."""
+    return {"schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
+            "profile": spec.profile, "status": "ok", "error": None, "metrics": {}, "env_steps": 0,
+            "wall_time_s": 0.0, "config": spec.config, "code_version": version}
+
+
 def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
                 progress_queue: Any = None) -> dict[str, Any]:
     """Train and evaluate one run, write its curves and record; never raises for a failing agent.
@@ -161,13 +168,9 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
     """
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
-    record: dict[str, Any] = {
-        "schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
-        "profile": spec.profile, "status": "ok", "error": None, "metrics": {}, "env_steps": 0,
-        "wall_time_s": 0.0, "config": spec.config, "code_version": version,
-        "platform": {"python": platform.python_version(), "torch": torch.__version__,
-                     "machine": platform.machine(), "threads": torch.get_num_threads()},
-    }
+    record = _new_record(spec, version)
+    record["platform"] = {"python": platform.python_version(), "torch": torch.__version__,
+                          "machine": platform.machine(), "threads": torch.get_num_threads()}
     rows: list[tuple[str, float, str, float]] = []
     path = spec.path(results)
     weights = state_path(path)
@@ -325,10 +328,8 @@ def _died(spec: RunSpec, results: Path, version: str, exitcode: int | None, wall
         how = f"was killed by {signal.Signals(-exitcode).name}"
     else:
         how = f"exited with status {exitcode}"
-    record = {"schema": SCHEMA, "agent": spec.agent, "task": spec.task, "suite": spec.suite, "seed": spec.seed,
-              "profile": spec.profile, "status": "failed", "error": f"WorkerDied: the run's process {how}",
-              "metrics": {}, "env_steps": 0, "wall_time_s": round(wall_time_s, 3), "config": spec.config,
-              "code_version": version}
+    record = {**_new_record(spec, version), "status": "failed", "error": f"WorkerDied: the run's process {how}",
+              "wall_time_s": round(wall_time_s, 3)}
     write_record(spec.path(results), record)
     return record
 
