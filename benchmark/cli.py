@@ -102,6 +102,7 @@ def run(
     out = _sweep(runs, results, workers, threads, header=f"on profile {prof.name} -> {results}/{prof.name}/")
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
+               + (f", {len(out.by_other)} finished by another sweep" if out.by_other else "")
                + (f" ({len(out.crashed)} failed because their process died)" if out.crashed else ""))
     if failed:
         raise typer.Exit(1)
@@ -356,8 +357,14 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
                 typer.echo(line)
 
         try:
+            def on_note(line: str) -> None:
+                if progress.enabled:
+                    progress.note(f"note: {line}")
+                else:
+                    typer.echo(f"note: {line}")
+
             return run_sweep(runs, results, workers or cores, on_done=on_done, on_start=on_start,
-                             progress_queue=progress.queue, threads=threads)
+                             on_note=on_note, progress_queue=progress.queue, threads=threads)
         except SweepInterrupted as stop:
             interrupted = stop
         except OSError as e:  # a record could not be written (disk full, a folder in its place)

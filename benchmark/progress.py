@@ -86,6 +86,11 @@ class SweepProgress:
             self.progress.remove_task(self._tasks.pop(label))
         self.progress.console.print(line, highlight=False)
 
+    def note(self, line: str) -> None:
+        """A line above the bars that is not a finished run."""
+        if self.enabled:
+            self.progress.console.print(line, highlight=False)
+
     def __exit__(self, *exc) -> None:
         if not self.enabled:
             return

@@ -8,13 +8,14 @@ column. :func:`curves`: the curves CSVs beside the records, in long form. Both k
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .records import curves_path, scan
+from .records import InvalidCurves, read_curves, scan
 
 KEYS = ("agent", "task", "suite", "profile", "seed")
 """What identifies a run."""
@@ -45,13 +46,17 @@ def frame(results: Path | str) -> pd.DataFrame:
 
 def curves_frame(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     """The curves CSV of each ``(path, record)`` in long form (:data:`CURVE_COLUMNS`); records without
-    one add no rows."""
+    one add no rows, and a CSV that does not parse adds none, with a warning naming it."""
     parts = []
     for path, r in records:
-        csv = curves_path(Path(path))
-        if not csv.exists():
+        try:
+            rows = read_curves(Path(path))
+        except InvalidCurves as e:  # as everywhere, a corrupt curves file loses only its curves
+            warnings.warn(f"{e}; its curves skipped", stacklevel=2)
             continue
-        part = pd.read_csv(csv, dtype={"curve": str, "x": float, "metric": str, "value": float})
+        if not rows:
+            continue
+        part = pd.DataFrame(rows, columns=["curve", "x", "metric", "value"])
         for k in reversed(KEYS):
             part.insert(0, k, r.get(k))
         parts.append(part)

@@ -39,7 +39,7 @@ from metabench.envs import make_family
 from . import __version__
 from .profiles import PROFILES, Profile
 from .protocol import CurveMonitor, evaluate
-from .records import InvalidRecord, SCHEMA, curves_csv, load_record, record_path, write_atomic, write_record
+from .records import InvalidRecord, SCHEMA, check_record, curves_csv, load_record, record_path, write_atomic, write_record
 from .suites import Suite
 
 
@@ -218,6 +218,9 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0
         metrics.update({f"train_{k}": float(v) for k, v in agent.training_summary().items()})
         record["metrics"] = metrics
+        problems = check_record(path, record)
+        if problems:  # e.g. no main metric: `validate` would reject it, so it is a failed run, said why
+            raise RuntimeError(f"the run's record would be invalid: {'; '.join(problems)}")
     except Exception as e:  # noqa: BLE001 - any failure of a run becomes its record
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -275,7 +278,8 @@ def _exit_with_parent(parent_pid: int) -> None:
     """In a run's process: end it when the sweep's process dies (e.g. ``kill -9``).
 
     Otherwise an orphaned run trains on for nothing. A run ended mid-way leaves no partial record:
-    records are written atomically.
+    records are written atomically. (On Linux the process also has a parent-death signal from the moment
+    ``metabench`` is imported: see ``metabench/__init__.py``; this thread covers the other systems.)
     """
 
     def watch() -> None:
@@ -288,7 +292,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _run_process(spec: RunSpec, results: Path, version: str, threads: int, progress_queue: Any,
                  parent_pid: int) -> None:
-    """The body of one run's own process (see :func:`run_sweep`)."""
+    """The body of one run's own process (see :class:`SpawnExecutor`)."""
     # Ctrl-C reaches the whole process group: the sweep's process decides what happens to the runs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
@@ -303,6 +307,8 @@ class SweepResult:
     """Runs already done before the sweep (an ``ok`` record with the same config)."""
     crashed: list[str]
     """Labels of the runs whose process died (each also has a ``failed`` record in :attr:`done`)."""
+    by_other: list[str] = dataclasses.field(default_factory=list)
+    """Labels of the runs another sweep on the same folder finished while this one waited for them."""
 
 
 class SweepInterrupted(Exception):
@@ -322,16 +328,129 @@ class _Stop(BaseException):
     """Raised in the sweep's main thread by SIGINT or SIGTERM; its argument is the signal's name."""
 
 
-def _died(spec: RunSpec, results: Path, version: str, exitcode: int | None, wall_time_s: float) -> dict[str, Any]:
-    """The ``failed`` record of a run whose process died without writing its own."""
-    if exitcode is not None and exitcode < 0:
-        how = f"was killed by {signal.Signals(-exitcode).name}"
-    else:
-        how = f"exited with status {exitcode}"
+def _died(spec: RunSpec, results: Path, version: str, how: str, wall_time_s: float) -> dict[str, Any]:
+    """The ``failed`` record of a run whose process ended without writing a valid record of its own."""
     record = {**_new_record(spec, version), "status": "failed", "error": f"WorkerDied: the run's process {how}",
               "wall_time_s": round(wall_time_s, 3)}
     write_record(spec.path(results), record)
     return record
+
+
+@dataclass
+class Finished:
+    """A run an executor has finished: its record (the run's own, or a ``failed`` one if its process died)."""
+
+    spec: RunSpec
+    record: dict[str, Any]
+    crashed: bool = False
+
+
+class Executor:
+    """Where runs execute. :func:`run_sweep` owns the schedule (queue, claims, stopping); an executor only
+    starts runs and reports them finished, so another backend (a cluster) is one more subclass."""
+
+    slots: int
+    """How many runs may be in flight at once."""
+
+    def start(self, spec: RunSpec) -> None:
+        """Start one run (it writes its own curves and record)."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> list[Finished]:
+        """The runs that finished, waiting up to ``timeout`` s for at least one while any is in flight."""
+        raise NotImplementedError
+
+    def in_flight(self) -> list[RunSpec]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Kill the runs in flight; they write nothing."""
+
+
+class InProcessExecutor(Executor):
+    """One run at a time, in this process (``workers=1``): ``start`` returns when the run has finished."""
+
+    slots = 1
+
+    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any):
+        self.results, self.version, self.threads, self.progress_queue = results, version, threads, progress_queue
+        self.current: RunSpec | None = None
+        self.finished: list[Finished] = []
+
+    def start(self, spec: RunSpec) -> None:
+        self.current = spec  # in flight until execute_run returns, for a stop that lands inside it
+        record = execute_run(spec, self.results, self.version, threads=self.threads,
+                             progress_queue=self.progress_queue)
+        self.current = None
+        self.finished.append(Finished(spec, record))
+
+    def wait(self, timeout: float) -> list[Finished]:
+        out, self.finished = self.finished, []
+        return out
+
+    def in_flight(self) -> list[RunSpec]:
+        return [self.current] if self.current is not None else []
+
+
+class SpawnExecutor(Executor):
+    """Each run in its own spawned process, at most ``slots`` at once: a run whose process dies (killed,
+    out of memory) is known and recorded ``failed`` with the signal, and the others go on."""
+
+    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any, slots: int):
+        self.results, self.version, self.threads, self.progress_queue = results, version, threads, progress_queue
+        self.slots = slots
+        self.ctx = multiprocessing.get_context("spawn")
+        self.running: dict[Any, tuple[Any, RunSpec, float]] = {}
+
+    def start(self, spec: RunSpec) -> None:
+        proc = self.ctx.Process(target=_run_process, name=f"metabench {spec.label}",
+                                args=(spec, self.results, self.version, self.threads, self.progress_queue,
+                                      os.getpid()))
+        # Read by metabench/__init__.py in the child: it dies with this process even while still importing.
+        os.environ[PARENT_ENV] = str(os.getpid())
+        try:
+            proc.start()
+        finally:
+            os.environ.pop(PARENT_ENV, None)
+        self.running[proc.sentinel] = (proc, spec, time.perf_counter())
+
+    def wait(self, timeout: float) -> list[Finished]:
+        out = []
+        for sentinel in multiprocessing.connection.wait(list(self.running), timeout=timeout):
+            proc, spec, started = self.running.pop(sentinel)
+            proc.join()
+            record = None
+            if proc.exitcode == 0:
+                try:
+                    record = load_record(spec.path(self.results))
+                    how = ""
+                except InvalidRecord as e:
+                    how = f"exited without a valid record ({e})"
+            elif proc.exitcode is not None and proc.exitcode < 0:
+                how = f"was killed by {signal.Signals(-proc.exitcode).name}"
+            else:
+                how = f"exited with status {proc.exitcode}"
+            if record is None:
+                record = _died(spec, self.results, self.version, how, time.perf_counter() - started)
+            out.append(Finished(spec, record, crashed=bool(how)))
+        return out
+
+    def in_flight(self) -> list[RunSpec]:
+        return [spec for _proc, spec, _started in self.running.values()]
+
+    def stop(self) -> None:
+        for proc, _spec, _started in self.running.values():
+            proc.kill()
+        for proc, _spec, _started in self.running.values():
+            proc.join()
+        self.running = {}
+
+
+PARENT_ENV = "METABENCH_SWEEP_PID"
+"""Set for a run's spawned process: the pid of the sweep it belongs to."""
+
+POLL_S = 5.0
+"""How often a sweep waiting for another sweep's runs looks again."""
 
 
 def run_sweep(
@@ -342,13 +461,19 @@ def run_sweep(
     progress_queue: Any = None,
     threads: int | None = None,
     on_start: Callable[[RunSpec], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    poll_s: float = POLL_S,
 ) -> SweepResult:
     """Execute the pending runs of ``runs``; ``on_start(spec)`` before each, ``on_done(i, n, spec, record)``
-    after each.
+    after each, ``on_note(line)`` for what the user should know about the schedule.
 
     With one worker the runs execute in this process; with more, each run has its own process (spawned,
     at most ``workers`` at once), so a run whose process dies (killed, out of memory) is known: it is
     recorded ``failed`` with the signal, and the sweep goes on with the others.
+
+    Each run is claimed before it starts (:mod:`metabench.claims`): a run another sweep on the same
+    folder is running is left to it, and this sweep, once it has nothing else to do, waits for it (a note
+    says so); if that sweep ends without an ``ok`` record for it, this one runs it.
 
     SIGINT (Ctrl-C) or SIGTERM stops the sweep: queued runs are not started, runs in flight are stopped
     (they write nothing), and :class:`SweepInterrupted` says what finished.
@@ -356,67 +481,87 @@ def run_sweep(
     ``threads``: torch intra-op threads per run (default: the cores shared out among the workers).
     ``progress_queue``: a (manager) queue the runs report live progress to (:mod:`metabench.progress`).
     """
+    from .claims import Claims
+
     results = Path(results)
     todo = pending(runs, results)
     result = SweepResult([], len(runs) - len(todo), [])
     workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
     version = code_version()
     threads = max(1, threads or (os.cpu_count() or 1) // workers)
-    finished: set[str] = set()
+    note = on_note or (lambda line: None)
+    executor: Executor = (InProcessExecutor(results, version, threads, progress_queue) if workers == 1
+                          else SpawnExecutor(results, version, threads, progress_queue, workers))
+    queue = list(todo)
+    waiting: dict[str, RunSpec] = {}  # claimed by another sweep
+    claims = Claims()
 
-    def finish(spec: RunSpec, record: dict[str, Any]) -> None:
-        finished.add(spec.label)
-        result.done.append(record)
+    def finish(done: Finished) -> None:
+        claims.release(done.spec.path(results))
+        result.done.append(done.record)
+        if done.crashed:
+            result.crashed.append(done.spec.label)
         if on_done:
-            on_done(len(result.done), len(todo), spec, record)
+            on_done(len(result.done), len(todo), done.spec, done.record)
 
-    running: dict[Any, tuple[Any, RunSpec, float]] = {}
+    def next_run() -> RunSpec | None:
+        """The next queued run, claimed by this sweep; None if there is none it may start now."""
+        while queue:
+            spec = queue.pop(0)
+            owner, took_over = claims.claim(spec.path(results))
+            if took_over:
+                note(took_over)
+            if owner is not None:
+                waiting[spec.label] = spec
+                note(f"{spec.label} is being run by another sweep ({owner.describe()}); "
+                     "waiting for it after this sweep's other runs")
+                continue
+            if is_done(spec, results):  # another sweep finished it since this one was planned
+                claims.release(spec.path(results))
+                result.by_other.append(spec.label)
+                note(f"{spec.label} was finished by another sweep")
+                continue
+            return spec
+        return None
+
+    def look_again() -> None:
+        """Waiting runs that another sweep finished are done; those it no longer holds are queued again."""
+        from .claims import lock_path, read_owner, stale_reason
+
+        for label, spec in list(waiting.items()):
+            lock = lock_path(spec.path(results))
+            if is_done(spec, results) and not lock.exists():
+                del waiting[label]
+                result.by_other.append(label)
+                note(f"{label} was finished by another sweep")
+            elif not lock.exists() or stale_reason(lock, read_owner(lock)) is not None:
+                del waiting[label]
+                queue.append(spec)
+
     with _stop_on_signals():
         try:
-            if workers == 1:
-                for spec in todo:
-                    running = {None: (None, spec, time.perf_counter())}
+            while queue or waiting or executor.in_flight():
+                while len(executor.in_flight()) < executor.slots and (spec := next_run()) is not None:
                     if on_start:
                         on_start(spec)
-                    finish(spec, execute_run(spec, results, version, threads=threads, progress_queue=progress_queue))
-                running = {}
-                return result
-            ctx = multiprocessing.get_context("spawn")
-            queue = list(todo)
-            while queue or running:
-                while queue and len(running) < workers:
-                    spec = queue.pop(0)
-                    proc = ctx.Process(target=_run_process, name=f"metabench {spec.label}",
-                                       args=(spec, results, version, threads, progress_queue, os.getpid()))
-                    proc.start()
-                    running[proc.sentinel] = (proc, spec, time.perf_counter())
-                    if on_start:
-                        on_start(spec)
-                for sentinel in multiprocessing.connection.wait(list(running)):
-                    proc, spec, started = running.pop(sentinel)
-                    proc.join()
-                    record = None
-                    if proc.exitcode == 0:
-                        try:
-                            record = load_record(spec.path(results))
-                        except InvalidRecord:
-                            record = None
-                    if record is None:
-                        record = _died(spec, results, version, proc.exitcode, time.perf_counter() - started)
-                        result.crashed.append(spec.label)
-                    finish(spec, record)
+                    executor.start(spec)
+                    for done in executor.wait(0):  # the in-process executor has finished it already
+                        finish(done)
+                if executor.in_flight():
+                    for done in executor.wait(poll_s if waiting else None):
+                        finish(done)
+                elif waiting and not queue:
+                    time.sleep(poll_s)
+                look_again()
             return result
         except (KeyboardInterrupt, _Stop) as e:
-            for proc, _spec, _started in running.values():
-                if proc is not None:
-                    proc.kill()
-            for proc, _spec, _started in running.values():
-                if proc is not None:
-                    proc.join()
-            stopped = [spec.label for _proc, spec, _started in running.values()]
-            not_started = [s.label for s in todo if s.label not in finished and s.label not in stopped]
+            stopped = [spec.label for spec in executor.in_flight()]
+            executor.stop()
+            not_started = [s.label for s in [*queue, *waiting.values()]]
             raise SweepInterrupted(result, stopped, not_started,
                                    e.args[0] if isinstance(e, _Stop) else "SIGINT") from None
+        finally:
+            claims.close()
 
 
 @contextlib.contextmanager

@@ -142,6 +142,36 @@ def _run_children(parent: int) -> list[int]:
             if int(f[1]) == parent and "spawn_main" in f[2]]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_runs_still_starting_die_with_a_killed_sweep(tmp_path):
+    """Before: a sweep killed while its runs' processes were still importing torch left them alive for 5-8 s.
+    Now they die with it at once."""
+    cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--suite", "efficiency", "--profile",
+           "smoke", "--tasks", "harlow", "--seeds", "40", "--workers", "2", "--results", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children) < 2:
+        children = _run_children(proc.pid)
+        time.sleep(0.005)
+    assert len(children) == 2
+    time.sleep(0.2)  # they are importing: without the parent-death signal they lived ~1 s more, idle
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 0.5
+    while time.time() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.05)
+    assert not any(_alive(c) for c in children), "runs outlived the killed sweep"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_sweep_and_says_how_to_resume(tmp_path, sig):
     """SIGINT or SIGTERM: no queued run starts, runs in flight stop, one line says what finished, exit 130.

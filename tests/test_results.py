@@ -64,3 +64,12 @@ def test_curves_are_long_form_with_the_record_keys(results):
 def test_an_empty_folder_gives_empty_tables_with_the_columns(tmp_path):
     assert list(frame(tmp_path).columns) == list(COLUMNS) and frame(tmp_path).empty
     assert list(curves(tmp_path).columns) == list(CURVE_COLUMNS) and curves(tmp_path).empty
+
+
+def test_a_corrupt_curves_file_loses_only_its_curves(results):
+    """Before: ``curves`` raised ValueError on a corrupt CSV. Now it skips it with a warning naming it."""
+    bad = results / "quick/efficiency/harlow/rl2/seed1.curves.csv"
+    bad.write_text("curve,x,metric,value\neval,zero,episode_return,1\n")
+    with pytest.warns(UserWarning, match="seed1.curves.csv: line 2"):
+        c = curves(results)
+    assert len(c) == 3 and set(c.seed) == {0}

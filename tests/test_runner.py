@@ -235,3 +235,24 @@ def test_an_interrupt_inside_a_run_stops_the_sweep(tmp_path, temp_agent):
     assert stop.stopped == [runs[1].label] and stop.not_started == [runs[2].label]
     assert stop.signal_name == "SIGINT"
     assert [p.name for p in sorted((tmp_path / "smoke/efficiency/harlow/interrupted").glob("*.json"))] == ["seed0.json"]
+
+
+def test_a_run_whose_record_would_be_invalid_is_recorded_failed(tmp_path, monkeypatch):
+    """Before: an ``ok`` record without its task's main metric was written, and with workers > 1 the sweep
+    then called its run's process dead. Now the run itself records it ``failed``, saying why."""
+    import metabench.runner as runner_mod
+
+    real = runner_mod.evaluate
+
+    def without_main_metric(*args, **kwargs):
+        ev = real(*args, **kwargs)
+        ev.metrics.pop("episode_return")
+        return ev
+
+    monkeypatch.setattr(runner_mod, "evaluate", without_main_metric)
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
+    record = run_sweep(runs, tmp_path, workers=1).done[0]
+    assert record["status"] == "failed"
+    assert record["error"] == ("RuntimeError: the run's record would be invalid: ok record without its task's "
+                               "main metric 'episode_return'")
+    assert load_record(runs[0].path(tmp_path))["status"] == "failed"
