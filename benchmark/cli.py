@@ -367,6 +367,8 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
                              on_note=on_note, progress_queue=progress.queue, threads=threads)
         except SweepInterrupted as stop:
             interrupted = stop
+        except BrokenPipeError:  # stdout closed (`metabench run | head`): not a records problem
+            raise
         except OSError as e:  # a record could not be written (disk full, a folder in its place)
             _fail(f"cannot write records under {results}: {e}; the sweep stopped", 1)
     what = (f"{len(interrupted.result.done)} runs finished"
@@ -390,6 +392,9 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

@@ -555,8 +555,16 @@ def run_sweep(
                 look_again()
             return result
         except (KeyboardInterrupt, _Stop) as e:
-            stopped = [spec.label for spec in executor.in_flight()]
+            for done in executor.wait(0):
+                finish(done)
+            in_flight = executor.in_flight()
             executor.stop()
+            stopped = []
+            for spec in in_flight:  # a run that wrote its record before it was stopped has finished
+                if is_done(spec, results):
+                    finish(Finished(spec, load_record(spec.path(results))))
+                else:
+                    stopped.append(spec.label)
             not_started = [s.label for s in [*queue, *waiting.values()]]
             raise SweepInterrupted(result, stopped, not_started,
                                    e.args[0] if isinstance(e, _Stop) else "SIGINT") from None
