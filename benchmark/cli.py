@@ -336,9 +336,11 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     from .progress import SweepProgress
     from .runner import SweepInterrupted, pending, run_sweep
 
-    todo = len(pending(runs, results))
+    todo_runs = pending(runs, results)
+    todo = len(todo_runs)
     cores = os.cpu_count() or 1
-    typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do")
+    typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do"
+               + _estimate(todo_runs, results, min(workers or cores, max(todo, 1))))
     if workers is not None and workers > cores:
         typer.echo(f"note: --workers {workers} is more than the {cores} cores of this machine")
     with SweepProgress(todo, enabled=sys.stdout.isatty()) as progress:
@@ -377,6 +379,21 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     typer.echo(f"interrupted by {interrupted.signal_name}: {what}; rerun the same command to resume "
                f"({' '.join(_resume_command())})", err=True)
     raise typer.Exit(130)
+
+
+def _estimate(todo: list[Any], results: Path, workers: int) -> str:
+    """``, about 2 h 10 min on 2 workers (...)`` for the header of a sweep, from earlier records' wall times."""
+    from .runner import estimate_seconds
+
+    if not todo:
+        return ""
+    seconds, unknown = estimate_seconds(todo, results)
+    if unknown == len(todo):
+        return " (no earlier records to estimate the time from)"
+    minutes = round(seconds / workers / 60)
+    took = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    return (f", about {took} on {workers} worker{'s' if workers > 1 else ''} from earlier records' wall times"
+            + (f" ({unknown} runs with none to go by not counted)" if unknown else ""))
 
 
 def _resume_command() -> list[str]:

@@ -135,6 +135,31 @@ def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
     return [r for r in runs if not is_done(r, results)]
 
 
+def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int]:
+    """Seconds the runs of ``todo`` take one after another, from the wall times of the ``ok`` records of
+    the same agent, task and profile under ``results`` (any seed or config: a guide, not a promise), and
+    how many runs have no such record to go by (left out of the sum)."""
+    means: dict[Path, float | None] = {}
+    total, unknown = 0.0, 0
+    for spec in todo:
+        folder = spec.path(results).parent
+        if folder not in means:
+            times = []
+            for path in folder.glob("seed*.json"):
+                try:
+                    record = load_record(path)
+                except InvalidRecord:
+                    continue
+                if record["status"] == "ok":
+                    times.append(float(record["wall_time_s"]))
+            means[folder] = sum(times) / len(times) if times else None
+        if means[folder] is None:
+            unknown += 1
+        else:
+            total += means[folder]
+    return total, unknown
+
+
 def code_version() -> str:
     """The git commit of the source tree (``-dirty`` if it has changes), else the package version.
 
@@ -591,5 +616,5 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
-__all__ = ["RunSpec", "SweepInterrupted", "SweepResult", "execute_run", "load_agent", "pending", "plan", "run_sweep",
+__all__ = ["RunSpec", "SweepInterrupted", "SweepResult", "estimate_seconds", "execute_run", "load_agent", "pending", "plan", "run_sweep",
            "state_path"]

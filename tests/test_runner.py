@@ -11,7 +11,7 @@ import torch
 from metabench.agents import Agent
 from metabench.profiles import PROFILES
 from metabench.records import SCHEMA, InvalidRecord, load_record, scan, write_record
-from metabench.runner import is_done, pending, plan, run_sweep, state_path
+from metabench.runner import estimate_seconds, is_done, pending, plan, run_sweep, state_path
 from metabench.suites import SUITES
 
 SMOKE = PROFILES.get("smoke")
@@ -256,3 +256,13 @@ def test_a_run_whose_record_would_be_invalid_is_recorded_failed(tmp_path, monkey
     assert record["error"] == ("RuntimeError: the run's record would be invalid: ok record without its task's "
                                "main metric 'episode_return'")
     assert load_record(runs[0].path(tmp_path))["status"] == "failed"
+
+
+def test_the_time_of_a_sweep_is_estimated_from_earlier_records(tmp_path):
+    runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=3, tasks=["harlow"])
+    assert run_sweep(runs[:1], tmp_path, workers=1).done[0]["status"] == "ok"
+    wall = load_record(runs[0].path(tmp_path))["wall_time_s"]
+    seconds, unknown = estimate_seconds(runs[1:], tmp_path)
+    assert unknown == 0 and seconds == pytest.approx(2 * wall)
+    other, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["ant_dir"])
+    assert estimate_seconds(other, tmp_path) == (0.0, 1)
