@@ -141,6 +141,17 @@ def seed_mean_interval(values: Sequence[float]) -> Interval:
     return aggregate_intervals({"x": m}, which=("mean",))["mean"]["x"]
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> Interval:
+    """The share ``successes / n`` with its Wilson score interval (95 % by default): unlike the normal
+    approximation it stays inside [0, 1] and is not degenerate at 0 of n or n of n."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)))
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
 def probability_of_improvement(scores: Mapping[str, np.ndarray], target: str) -> dict[str, Interval]:
     """P(target > baseline) for each other agent, with stratified-bootstrap CIs (rliable)."""
     from rliable import library as rly

@@ -182,6 +182,9 @@ class TaskFamily(ABC):
     Config: ClassVar[type[FamilyConfig]]
     metrics: ClassVar[tuple[MetricSpec, ...]]
     primary_metric: ClassVar[str]
+    solved: ClassVar[tuple[str, float] | None] = None
+    """``(metric, threshold)``: a run *solves* the task when its held-out mean of ``metric`` is at least
+    ``threshold``; the reports give the share of seeds that do, with a Wilson interval (None: no such line)."""
 
     def __init__(self, config: FamilyConfig | None = None):
         self.config = config if config is not None else self.Config()

@@ -236,6 +236,7 @@ class Harlow(TaskFamily):
     config: HarlowConfig
     primary_metric = "episode_return"
     curve_x = "episodes"  # the paper's Fig. 3c: return against training episodes
+    solved = ("correct_after_first", 0.9)  # it chooses the rewarded item after one look: the one-shot lesson
     metrics = (
         MetricSpec("episode_return", True, "return of the episode (max 6.2, Bayes-optimal 5.2)",
                    paper=("harlow", "episode_return", 1.0)),

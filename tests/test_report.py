@@ -232,3 +232,13 @@ def test_figures_of_runs_without_curves_warn_nothing(recwarn):
     assert suite_figure("efficiency", "quick", groups)[:4] == b"\x89PNG"
     assert aggregates_figure("efficiency", "quick", aggregates("efficiency", "quick", groups))[:4] == b"\x89PNG"
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+
+
+def test_solve_rate_counts_seeds_at_or_above_the_threshold():
+    import pandas as pd
+
+    from metabench.report.tables import solve_rate
+
+    df = pd.DataFrame({"correct_after_first": [0.95, 0.9, 0.5, 0.89, 1.0]})
+    assert solve_rate(df, "correct_after_first", 0.9) == "3/5 (60 %) [23, 88]"
+    assert solve_rate(df, "missing", 0.9) == "—"

@@ -81,3 +81,15 @@ def test_seed_mean_interval_is_in_raw_units_and_reproducible():
     assert 3.5 <= iv.low < iv.point < iv.high <= 6.0
     assert stats.seed_mean_interval([4.0, 5.0, 6.0, 3.5, 4.5]) == iv
     assert stats.seed_mean_interval([2.5]) == stats.Interval(2.5, 2.5, 2.5)
+
+
+@pytest.mark.parametrize("k,n,low,high", [(4, 5, 0.3755, 0.9638), (0, 5, 0.0, 0.4345), (5, 5, 0.5655, 1.0),
+                                          (7, 10, 0.3968, 0.8922)])
+def test_wilson_interval_matches_the_textbook_values(k, n, low, high):
+    ci = stats.wilson_interval(k, n)
+    assert ci.point == k / n and ci.low == pytest.approx(low, abs=1e-4) and ci.high == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_refuses_impossible_counts():
+    with pytest.raises(ValueError):
+        stats.wilson_interval(6, 5)

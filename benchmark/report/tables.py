@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from metabench.envs import TaskFamily
 
-from .common import Group, agent_order, fmt, md_table, paper, pooled, seed_interval, seed_mean, table_columns
+from .common import (Group, agent_order, fmt, md_table, paper, pooled, seed_interval, seed_mean, table_columns,
+                     values)
 
 
 def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
@@ -17,8 +18,10 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
         head.append(f"{name} {'↑' if spec.higher_is_better else '↓'}")
         if mapping:
             head.append("paper")
-    head += [f"{family.primary_metric}: mean over seeds [95 % CI]", "env steps / run", "train env-steps/s",
-             "wall time / run"]
+    head.append(f"{family.primary_metric}: mean over seeds [95 % CI]")
+    if family.solved:
+        head.append(f"seeds solving ({family.solved[0]} ≥ {family.solved[1]:g}) [Wilson 95 % CI]")
+    head += ["env steps / run", "train env-steps/s", "wall time / run"]
     rows = []
     for agent in agent_order(group.ok):
         df = group.of(agent)
@@ -34,6 +37,8 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
                     spread = f" ± {fmt(p.spread / mapping[2])}" if p.spread is not None else ""
                     row.append(f"{fmt(p.value / mapping[2])}{spread}")
         row.append(seed_interval(df, family.primary_metric))
+        if family.solved:
+            row.append(solve_rate(df, *family.solved))
         n = len(df)
         steps = sum(df["env_steps"].tolist()) / n
         speed = (sum(df["train_env_steps_per_s"].fillna(0.0).tolist()) / n
@@ -42,6 +47,19 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
         row += [f"{steps:,.0f}", f"{speed:,.0f}" if speed else "—", f"{wall:.1f} s"]
         rows.append(row)
     return md_table(head, rows)
+
+
+def solve_rate(df, metric: str, threshold: float) -> str:
+    """``4/5 (80 %) [38, 96]``: the seeds whose mean of ``metric`` is at least ``threshold``, with the
+    share's Wilson 95 % interval in per cent; "—" if no seed has the metric."""
+    from .. import stats
+
+    vals = values(df, metric)
+    if not vals:
+        return "—"
+    k = sum(v >= threshold for v in vals)
+    ci = stats.wilson_interval(k, len(vals))
+    return f"{k}/{len(vals)} ({100 * ci.point:.0f} %) [{100 * ci.low:.0f}, {100 * ci.high:.0f}]"
 
 
 @dataclass
