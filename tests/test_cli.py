@@ -288,6 +288,7 @@ def test_the_log_says_what_is_planned_and_when_each_run_starts(tmp_path):
     out = cli(*args)
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert lines[0] == f"2 runs on profile smoke -> {tmp_path}/smoke/: 1 already done, 1 to do"
+    assert lines[0] == (f"2 runs on profile smoke -> {tmp_path}/smoke/: 1 already done, 1 to do, about 1 min on 1 "
+                        "worker from earlier records' wall times")
     assert lines[1] == "started  efficiency/harlow/random/seed1"
     assert lines[2].startswith("[1/1] ok     efficiency/harlow/random/seed1")
