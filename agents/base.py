@@ -150,6 +150,11 @@ class Agent(ABC):
         """Scalars about the finished meta-training, saved in the record as ``train_*`` metrics."""
         return {}
 
+    def run_info(self) -> dict[str, str]:
+        """How this agent computes, where it has a choice the config does not fix (MetODS: which memory kernel
+        runs, fused or autograd); saved in the record's ``platform``. Empty by default."""
+        return {}
+
     def stateful(self) -> dict[str, Any]:
         """What a trained agent is, by name: objects with ``state_dict`` / ``load_state_dict`` (modules,
         optimiser, the action generator as :class:`GeneratorState`). Empty: nothing is learned (Random)."""

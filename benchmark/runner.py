@@ -214,6 +214,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         torch.compiler.reset()
         torch.manual_seed(spec.seed)
         agent = entry.build(family, config, spec.seed)
+        record["platform"].update(agent.run_info())
         budget = profile.budget(spec.task)
         reporter = None
         if progress_queue is not None:
