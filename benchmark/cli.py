@@ -247,7 +247,7 @@ def check(
         folder = work if work is not None else Path(tmp)
         _check_writable(folder)
         typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
-        out = _sweep(runs, folder, workers)
+        out = _sweep(runs, folder, workers, resumable=work is not None)
         records = []
         for spec in runs:
             if spec.path(folder).exists():
@@ -328,7 +328,8 @@ def _check_writable(results: Path) -> None:
         _fail(f"cannot write records under {results}: {e.strerror or e}", 2)
 
 
-def _sweep(runs, results: Path, workers: int | None, threads: int | None = None, header: str = ""):
+def _sweep(runs, results: Path, workers: int | None, threads: int | None = None, header: str = "",
+           resumable: bool = True):
     """run_sweep with a header (planned, already done, to do), one line per started and finished run, and
     live bars when stdout is a terminal."""
     from metabench.envs import make_family
@@ -376,8 +377,9 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     what = (f"{len(interrupted.result.done)} runs finished"
             + (f", {len(interrupted.stopped)} stopped in flight (no record)" if interrupted.stopped else "")
             + (f", {len(interrupted.not_started)} not started" if interrupted.not_started else ""))
-    typer.echo(f"interrupted by {interrupted.signal_name}: {what}; rerun the same command to resume "
-               f"({' '.join(_resume_command())})", err=True)
+    hint = (f"rerun the same command to resume ({' '.join(_resume_command())})" if resumable
+            else "its records were in a temporary folder and are gone; pass --work DIR to keep them")
+    typer.echo(f"interrupted by {interrupted.signal_name}: {what}; {hint}", err=True)
     raise typer.Exit(130)
 
 
