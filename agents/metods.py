@@ -26,6 +26,14 @@ small N). ``symbolic`` keeps W^(s) = c_s W_{t-1} + Σ_r a_{s,r} α⊙(u_r w_rᵀ
 and reads through the identity (α⊙(u wᵀ)) v = u ⊙ (α (w ⊙ v)), building
 only W_t: far less memory and time at N = 64. ``auto`` picks symbolic from
 N >= 32. Both give the same v and W (tested).
+
+**Two kernels for a trial.** The replay of a trial (and each acting step,
+as a trial of one step) goes through :meth:`MetODSCore.trial`: either the
+fused C++ forward and backward of the whole trial
+(:mod:`metabench.agents.metods_fused`, the symbolic form in one call, W
+checkpointed every ⌈√T⌉ steps), or the autograd path, which steps
+:meth:`MetODSCore.forward` (either form, ``compile`` as set) once per step.
+Same numbers within float rounding (tested); ``kernel`` picks.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from torch import nn
 
 from metabench.envs.base import TaskFamily
 
+from . import metods_fused
 from .recurrent import MemoryCore, RecurrentAgent, RecurrentConfig, xavier_linear
 from .base import REWARD_FEATURE, feature_dim
 
@@ -75,6 +84,14 @@ class MetODSConfig(RecurrentConfig):
     """Initial write coefficient β[s, s] is write_init / N."""
     form: Literal["auto", "direct", "symbolic"] = "auto"
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
+    kernel: Literal["auto", "fused", "autograd"] = "autograd"
+    """What runs a trial (replay and acting): ``fused``, the C++ forward and backward of the whole trial
+    (:mod:`metabench.agents.metods_fused`; ``compile`` and ``form`` then do not apply to the core);
+    ``autograd``, the step stepped once per env step (``compile`` applies); ``auto``, fused where
+    :func:`~metabench.agents.metods_fused.covers` the config and the extension builds, else autograd. The
+    same numbers within float rounding. ``fused`` where it cannot run raises at construction. The default
+    stays ``autograd`` until the committed records and the smoke baseline are regenerated on the fused
+    kernel: float rounding makes a run on it a different run of the same config."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,7 +100,7 @@ class MetODSConfig(RecurrentConfig):
         for name, allowed in (("write", ("vanilla", "linear", "mlp")), ("plasticity", ("elementwise", "scalar")),
                               ("reward_coding", ("scalar", "sign")), ("w0", ("learned", "zeros")),
                               ("nonlinearity", ("tanh", "relu", "identity")),
-                              ("form", ("auto", "direct", "symbolic"))):
+                              ("form", ("auto", "direct", "symbolic")), ("kernel", ("auto", "fused", "autograd"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"MetODS {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -100,6 +117,11 @@ class MetODSCore(MemoryCore):
     """The MetODS memory: state W ``[B, N, N]``, output V[S] ``[B, N]``."""
 
     diagnostic_names = ("w_norm", "w_carry_gain")
+    kernel_path: str
+    """What :meth:`trial` runs: ``fused`` or ``autograd`` (``MetODSConfig.kernel`` resolved at construction;
+    ``compile`` applies only to ``autograd``)."""
+    kernel_reason: str | None
+    """Why :attr:`kernel_path` is not ``fused`` under ``kernel="auto"`` (e.g. the MLP write); None otherwise."""
 
     def __init__(self, in_dim: int, cfg: MetODSConfig):
         super().__init__()
@@ -136,6 +158,22 @@ class MetODSCore(MemoryCore):
         elif cfg.write == "mlp":
             self.mlp = _tanh_mlp(n, n, n)
         self.W0 = nn.Parameter(torch.zeros(n, n), requires_grad=cfg.w0 == "learned")
+        self.kernel_path, self.kernel_reason = self._select_kernel(cfg)
+
+    @staticmethod
+    def _select_kernel(cfg: MetODSConfig) -> tuple[str, str | None]:
+        """``(kernel_path, why not fused)``: the path :meth:`trial` takes, and the reason it is not the fused
+        one (None when it is, and under ``kernel="autograd"``)."""
+        if cfg.kernel == "autograd":
+            return "autograd", None
+        reason = metods_fused.covers(cfg)
+        if reason is None and not metods_fused.available():
+            reason = f"the fused extension did not build: {metods_fused.unavailable_reason()}"
+        if reason is None:
+            return "fused", None
+        if cfg.kernel == "fused":
+            raise ValueError(f"MetODS kernel='fused' cannot run this config: {reason}")
+        return "autograd", reason
 
     # Coefficients --------------------------------------------------------------------------
     def beta(self) -> torch.Tensor:
@@ -179,6 +217,20 @@ class MetODSCore(MemoryCore):
             r = x[:, i : i + 1]
             x = torch.cat([x[:, :i], r.clamp(min=0), (-r).clamp(min=0), x[:, i + 1 :]], 1)
         return torch.tanh(self.encoder(x))
+
+    def trial(self, x: torch.Tensor, active: torch.Tensor, state: torch.Tensor, *, step=None, tbptt: int = 0):
+        """``h [T, B, N], W_T``: the fused kernel when :attr:`kernel_path` is ``fused`` (on CPU tensors of
+        float32 or float64), else the step loop of :meth:`MemoryCore.trial`.
+
+        Fused: the encoder runs once over all steps (v0 does not depend on W), κ and β(θ) are prepared here,
+        and the C++ call does the S recursions of every step and their backward."""
+        if self.kernel_path != "fused" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return super().trial(x, active, state, step=step, tbptt=tbptt)
+        t, b, f = x.shape
+        v0 = self.encode(x.reshape(t * b, f)).view(t, b, -1)
+        L = self.L if self.cfg.write == "linear" else None
+        return metods_fused.trial(v0, active, state, self.alpha, L, self.kappa, self.beta(), self.cfg.nonlinearity,
+                                  tbptt=tbptt)
 
     def forward(self, x: torch.Tensor, W: torch.Tensor):
         if self.symbolic:

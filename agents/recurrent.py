@@ -41,6 +41,8 @@ class MemoryCore(nn.Module):
     hidden_dim: int
     diagnostic_names: tuple[str, ...] = ()
     """Keys of :meth:`diagnostics`, summarised (last, max) in the run's record."""
+    kernel_path: str = "autograd"
+    """What :meth:`trial` runs: ``autograd`` (the step, once per env step) or a core's own fused kernel."""
 
     @abstractmethod
     def initial_state(self, batch: int) -> Any: ...
@@ -48,6 +50,30 @@ class MemoryCore(nn.Module):
     def diagnostics(self, state: Any) -> dict[str, float]:
         """Scalars worth logging about a state (MetODS: ‖W‖)."""
         return {}
+
+    def step(self, x: torch.Tensor, state: Any, active: torch.Tensor):
+        """One environment step, ``h, new_state``; the state is kept where ``active`` is False
+        (:func:`~metabench.agents.base.keep_inactive`)."""
+        h, new = self(x, state)
+        new = _map_state(lambda n, o: keep_inactive(active, n, o), new, state)
+        return h, new
+
+    def trial(self, x: torch.Tensor, active: torch.Tensor, state: Any, *, step=None, tbptt: int = 0):
+        """The core over a trial: ``h [T, B, H], final_state`` from step features ``x [T, B, F]``, the active
+        mask ``[T, B]`` and the state at its start.
+
+        This default calls ``step`` (:meth:`step` if None; the agent passes its own, possibly
+        ``torch.compile``-d, step) once per step, detaching the state before step t where ``t % tbptt == 0``
+        and t > 0 (``tbptt`` 0: never). A core may compute the same numbers another way (MetODS: a fused
+        kernel, :mod:`metabench.agents.metods_fused`)."""
+        step = step or self.step
+        hs = []
+        for t in range(x.shape[0]):
+            if tbptt and t % tbptt == 0 and t:
+                state = _map_state(lambda s: s.detach(), state)
+            h, state = step(x[t], state, active[t])
+            hs.append(h)
+        return torch.stack(hs), state
 
 
 def _map_state(fn, *states):
@@ -93,7 +119,9 @@ class RecurrentAgent(OnPolicyAgent):
         self.heads = Heads(self.core.hidden_dim, self.space, config.init_log_std)
         self.summary_names = ("grad_norm", *self.core.diagnostic_names)
         self.init_trainer(p for m in (self.core, self.heads) for p in m.parameters())
-        self._step = torch.compile(self._core_step, dynamic=False) if config.compile else self._core_step
+        # compile applies to the step the autograd path runs; a core with its own kernel never calls it.
+        compiled = config.compile and self.core.kernel_path == "autograd"
+        self._step = torch.compile(self._core_step, dynamic=False) if compiled else self._core_step
 
     @abstractmethod
     def make_core(self, family: TaskFamily, config: RecurrentConfig) -> MemoryCore: ...
@@ -103,17 +131,22 @@ class RecurrentAgent(OnPolicyAgent):
 
     # Acting --------------------------------------------------------------------------------
     def _core_step(self, x: torch.Tensor, state: Any, active: torch.Tensor):
-        h, new = self.core(x, state)
-        new = _map_state(lambda n, o: keep_inactive(active, n, o), new, state)
-        return h, new
+        return self.core.step(x, state, active)
 
     def initial_memory(self, batch_size: int) -> Any:
         return self.core.initial_state(batch_size)
 
     def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
+        # One step through the same trial entry as the replay (T = 1), so that acting and replaying compute
+        # the same numbers whichever kernel the core runs.
         x = inputs.features(self.space)
-        h, memory = self._step(x, memory, inputs.active)
-        return sample_action(self.heads.distribution(h), self._gen), memory
+        h, memory = self.core.trial(x[None], inputs.active[None], memory, step=self._step)
+        return sample_action(self.heads.distribution(h[0]), self._gen), memory
+
+    def run_info(self) -> dict[str, str]:
+        """How this agent computes, for the run's record: ``memory_kernel``, the path of the core's trial
+        (``fused`` or ``autograd``; see :attr:`MetODSCore.kernel_path <metabench.agents.metods.MetODSCore>`)."""
+        return {"memory_kernel": self.core.kernel_path}
 
     # What the trainer asks -------------------------------------------------------------------
     def step_record(self, inputs: AgentInput) -> torch.Tensor:
@@ -130,17 +163,13 @@ class RecurrentAgent(OnPolicyAgent):
     def replay(self, ro: Rollout):
         """Log-probabilities, entropies and values of the recorded actions, with gradients through the trial.
 
-        Only the memory core runs step by step; the heads run once on all steps' outputs (``[T, B, H]``),
-        which costs the same arithmetic and a hundredth of the per-call overhead at T = 100."""
+        Only the memory core runs step by step (:meth:`MemoryCore.trial`); the heads run once on all steps'
+        outputs (``[T, B, H]``), which costs the same arithmetic and a hundredth of the per-call overhead at
+        T = 100."""
         b = ro.features.shape[1]
         state = self.core.initial_state(b)
-        hs = []
-        for t in range(len(ro)):
-            if self.config.tbptt and t % self.config.tbptt == 0 and t:
-                state = _map_state(lambda s: s.detach(), state)
-            h, state = self._step(ro.features[t], state, ro.active[t])
-            hs.append(h)
-        dist, values = self.heads(torch.stack(hs))
+        hs, state = self.core.trial(ro.features, ro.active, state, step=self._step, tbptt=self.config.tbptt)
+        dist, values = self.heads(hs)
         return dist.log_prob(ro.actions), dist.entropy(), values, state
 
 

@@ -3,6 +3,7 @@
     python -m metabench.throughput                 # the full table (each case in its own process)
     python -m metabench.throughput --quick         # fewer updates per case
     python -m metabench.throughput --simulation    # MuJoCo tasks: our batched env against raw mj_step
+    python -m metabench.throughput --step          # the MetODS core alone: eager, compiled and fused kernels
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
@@ -14,7 +15,13 @@ training defaults. ``--simulation`` measures the MuJoCo direction tasks
 alone: raw ``mujoco.mj_step`` (``frame_skip`` substeps per env step) on the
 robot's own model and data against :class:`~metabench.envs.locomotion.LocomotionEnv`
 and gymnasium's ``SyncVectorEnv`` / ``AsyncVectorEnv`` over the same
-environments, with random actions, one thread. Each case runs in a fresh process so that
+environments, with random actions, one thread. ``--step`` times the MetODS
+core alone (N = 64, S = 4, symbolic form), forward and backward over a
+T = 100 trial at B = 16 and 80, one thread: the autograd path stepped eagerly
+and through ``torch.compile`` (what ``compile=True`` does) against the fused
+kernel (:mod:`metabench.agents.metods_fused`); then the memory the fused
+backward needs against T (peak RSS of a fresh process, and the bytes the
+trial saves for its backward, against the autograd path's). Each case runs in a fresh process so that
 its peak resident memory (``ru_maxrss``) is its own; the first updates
 (compilation, warm-up) are not timed. Not a test: the numbers are quoted,
 not asserted.
@@ -148,13 +155,140 @@ def maze_environment(batch: int = 256, mazes: int = 4096) -> dict:
     return {"mazes_per_s": mazes / gen_s, "env_steps_per_s": 4 * batch * family.max_episode_steps / step_s}
 
 
-def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
+def core_step_speed(batch: int, steps: int = 100, n: int = 64, s: int = 4, reps: int = 7) -> dict:
+    """Seconds (median of ``reps``) of the MetODS core's forward + backward over one trial, per kernel, one thread.
+
+    The loss is <h, g> for a fixed random g (the heads are not timed); inputs are random step features of the
+    maze's width, every environment active. All three kernels run in this process, one after the other, so
+    their numbers are comparable."""
+    from metabench.agents.base import feature_dim
+    from metabench.agents.metods import MetODSConfig, MetODSCore
+    from metabench.envs import make_family
+
+    torch.set_num_threads(1)
+    in_dim = feature_dim(make_family("maze"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(steps, batch, in_dim, generator=gen)
+    active = torch.ones(steps, batch, dtype=torch.bool)
+    grad_h = torch.randn(steps, batch, n, generator=gen)
+    out = {}
+    for mode in ("eager", "compiled", "fused"):
+        torch.manual_seed(0)
+        core = MetODSCore(in_dim, MetODSConfig(N=n, S=s, kernel="fused" if mode == "fused" else "autograd"))
+        step = torch.compile(core.step, dynamic=False) if mode == "compiled" else core.step
+
+        def run() -> None:
+            h, _ = core.trial(x, active, core.initial_state(batch), step=step)
+            h.backward(grad_h)
+
+        for _ in range(2):  # warm-up (compilation)
+            run()
+        times = []
+        for _ in range(reps):
+            core.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        out[mode] = sorted(times)[len(times) // 2]
+    return out
+
+
+def saved_bytes(core, x: torch.Tensor, active: torch.Tensor) -> int:
+    """Bytes of the distinct storages the core's trial forward saves for its backward (held until the count is
+    done: a freed storage's address could be reused and merged with another's)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        core.trial(x, active, core.initial_state(x.shape[1]))
+    return sum(seen.values())
+
+
+def _rss_kb(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (the peak) of this process from /proc, in KB (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def core_step_memory(steps: int, kernel: str, batch: int = 16, n: int = 64, s: int = 4) -> dict:
+    """In this (fresh) process: the saved bytes of one trial of ``steps`` steps, and for the fused kernel the
+    peak resident memory of a forward + backward of it above the resident memory before it: measured on a second
+    run (the first large backward of a process maps memory once, for good), the peak reset first through
+    /proc/self/clear_refs so that earlier peaks do not hide it. Run with a fixed ``MALLOC_MMAP_THRESHOLD_`` (as
+    :func:`step_table` does) so that large buffers are mapped and unmapped, not kept by malloc between runs."""
+    from metabench.agents.base import feature_dim
+    from metabench.agents.metods import MetODSConfig, MetODSCore
+    from metabench.envs import make_family
+
+    torch.set_num_threads(1)
+    in_dim = feature_dim(make_family("maze"))
+    core = MetODSCore(in_dim, MetODSConfig(N=n, S=s, kernel=kernel))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(steps, batch, in_dim, generator=gen)
+    active = torch.ones(steps, batch, dtype=torch.bool)
+    out = {"steps": steps, "kernel": kernel, "saved_bytes": saved_bytes(core, x, active)}
+    if kernel == "fused":
+        h, _ = core.trial(x, active, core.initial_state(batch))  # warm-up
+        h.backward(torch.ones_like(h))
+        del h
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident size
+        before = _rss_kb("VmRSS")
+        h, _ = core.trial(x, active, core.initial_state(batch))
+        h.backward(torch.ones_like(h))
+        out["peak_rss_growth_mib"] = (_rss_kb("VmHWM") - before) / 1024
+        out["inputs_mib"] = 3 * steps * batch * n * 4 / 2**20  # v0, h and the gradient of h: [T, B, N] each
+    return out
+
+
+def step_table() -> None:
+    """Print the ``--step`` tables: speed of the three kernels, then memory against T."""
+    print("MetODS core alone, forward + backward over a T = 100 trial, N = 64, S = 4, one thread "
+          "(median of 7; all kernels in one process):\n")
+    print("| B | kernel | env-steps/s | µs per step (all B envs) | µs per env-step | vs compiled |")
+    print("|---|---|---|---|---|---|")
+    for b in (16, 80):
+        r = core_step_speed(b)
+        for mode in ("eager", "compiled", "fused"):
+            sec = r[mode]
+            print(f"| {b} | {mode} | {100 * b / sec:,.0f} | {sec / 100 * 1e6:,.0f} | {sec / (100 * b) * 1e6:.1f} | "
+                  f"{r['compiled'] / sec:.2f}x |", flush=True)
+    print("\nMemory against trial length (B = 16; each in a fresh process; saved: the distinct tensors the trial "
+          "keeps for its backward, encoder included; the fused kernel keeps W every ⌈√T⌉ steps):\n")
+    print("| T | fused saved (MiB) | autograd saved (MiB) | fused peak RSS growth, forward + backward (MiB) | "
+          "[T, B, N] inputs and outputs (MiB) |")
+    print("|---|---|---|---|---|")
+
+    def cell(r: dict | None, k: str) -> str:
+        return "failed" if r is None else f"{r[k] / (2**20 if k == 'saved_bytes' else 1):,.1f}"
+
+    for steps in (100, 1000, 5000):
+        rows = {}
+        for kernel in ("fused", "autograd"):
+            cmd = [sys.executable, "-m", "metabench.throughput", "--step-memory", str(steps), "--kernel", kernel]
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                rows[kernel] = None
+                continue
+            rows[kernel] = json.loads(out.stdout.strip().splitlines()[-1])
+        f, a = rows["fused"], rows["autograd"]
+        print(f"| {steps} | {cell(f, 'saved_bytes')} | {cell(a, 'saved_bytes')} | {cell(f, 'peak_rss_growth_mib')} | "
+              f"{cell(f, 'inputs_mib')} |", flush=True)
+
+
+def measure(case: str, compiled: bool, updates: int, warmup: int, kernel: str | None = None,
+            threads: int | None = None) -> dict:
     from metabench.agents import AGENTS
     from metabench.envs import make_family
     from metabench.envs.base import task_generator
     from metabench.profiles import PROFILES
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     agent_name, family_name, overrides = CASES[case]
     family = make_family(family_name)
     entry = AGENTS.get(agent_name)
@@ -163,6 +297,8 @@ def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
         overrides = {**overrides, "compile": True}
     elif hasattr(cfg, "compile"):
         overrides = {**overrides, "compile": False}
+    if kernel is not None and hasattr(cfg, "kernel"):
+        overrides = {**overrides, "kernel": kernel}
     cfg = dataclasses.replace(cfg, **overrides)
     agent = entry.build(family, cfg, seed=0)
     gen = task_generator(0, "train")
@@ -184,6 +320,7 @@ def measure(case: str, compiled: bool, updates: int, warmup: int) -> dict:
         "collect_share": t_collect / total, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": updates,
         "threads": torch.get_num_threads(),
+        "memory_kernel": agent.run_info()["memory_kernel"] if hasattr(agent, "run_info") else "-",
     }
 
 
@@ -193,7 +330,18 @@ def main() -> None:
     parser.add_argument("--case", help="run one case in this process and print its JSON (internal)")
     parser.add_argument("--compiled", action="store_true")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
+    parser.add_argument("--step", action="store_true", help="only the MetODS core's kernels (speed, memory)")
+    parser.add_argument("--step-memory", type=int, help="one memory measurement of --step (internal)")
+    parser.add_argument("--kernel", choices=("auto", "fused", "autograd"),
+                        help="MetODS kernel of --case (default: the config's) and of --step-memory (default: fused)")
+    parser.add_argument("--threads", type=int, help="intra-op threads of --case (default: all cores)")
     args = parser.parse_args()
+    if args.step_memory:
+        print(json.dumps(core_step_memory(args.step_memory, args.kernel or "fused")))
+        return
+    if args.step:
+        step_table()
+        return
     if args.simulation:
         print("| robot | raw mj_step | ours B=1 | ours B=16 | ours B=64 | gym Sync B=16 | gym Async B=16 | "
               "gym Async B=2 | ours B=16 / raw |")
@@ -206,14 +354,14 @@ def main() -> None:
         return
     updates, warmup = (3, 2) if args.quick else (8, 3)
     if args.case:
-        print(json.dumps(measure(args.case, args.compiled, updates, warmup)))
+        print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads)))
         return
     env = maze_environment()
     print(f"Maze environment alone ({os.cpu_count()} threads): generation {env['mazes_per_s']:,.0f} mazes/s "
           f"(4,096 L=8 mazes at once); stepping {env['env_steps_per_s']:,.0f} env-steps/s "
           f"(B=256, random actions).\n")
-    print("| case | mode | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | mode | memory kernel | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
+    print("|---|---|---|---|---|---|---|---|")
     from metabench.agents import AGENTS
 
     for case, (agent_name, _, _) in CASES.items():
@@ -224,10 +372,12 @@ def main() -> None:
             cmd += ["--quick"] if args.quick else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
-                print(f"| {case} | {'compiled' if compiled else 'eager'} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                print(f"| {case} | {'compiled' if compiled else 'eager'} | | "
+                      f"failed: {out.stderr.strip().splitlines()[-1]} |")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {case} | {'compiled' if compiled else 'eager'} | {r['env_steps_per_s']:,.0f} | "
+            print(f"| {case} | {'compiled' if compiled else 'eager'} | {r['memory_kernel']} | "
+                  f"{r['env_steps_per_s']:,.0f} | "
                   f"{r['collect_share']:.0%} | {r['peak_rss_gb']:.2f} | {r['batch_tasks']} | {r['ppo_epochs']} |",
                   flush=True)
 

@@ -473,11 +473,12 @@ def test_w_stays_bounded_while_training(trained):
 
 @pytest.mark.slow
 def test_compiled_step_matches_eager():
-    """``compile=True`` wraps the step with torch.compile: same numbers, same gradients."""
+    """``compile=True`` wraps the step with torch.compile: same numbers, same gradients (the autograd kernel: the
+    fused one never calls the step)."""
     family = make_family("harlow")
     base = AGENTS.get("metods").config(family, PROFILES.get("quick"))
     assert base.compile  # Harlow's default
-    base = dataclasses.replace(base, batch_tasks=4)
+    base = dataclasses.replace(base, batch_tasks=4, kernel="autograd")
     eager = MetODSAgent(family, dataclasses.replace(base, compile=False), seed=0)
     compiled = MetODSAgent(family, dataclasses.replace(base, compile=True), seed=1)
     assert compiled._step is not compiled._core_step and eager._step == eager._core_step
