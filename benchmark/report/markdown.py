@@ -14,6 +14,15 @@ from .tables import retention_table, task_table
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+
+def run_command(suite_name: str, task: str, profile: str, prof, group) -> str:
+    """The ``metabench run`` that produces the group's records: its agents, and ``--seeds`` where some agent
+    has more seeds than the profile's default (seeds 0..K-1 of the agent with the most)."""
+    agents = ",".join(agent_order(group.ok)) or "all"
+    seeds = max((r["seed"] + 1 for records in group.ok.values() for _p, r in records), default=0)
+    extra = f" --seeds {seeds}" if prof and seeds > prof.seeds else ""
+    return f"metabench run --suite {suite_name} --tasks {task} --profile {profile} --agents {agents}{extra}"
+
 def _tasks_of(groups: dict[tuple[str, str], Group], profile: str, suite) -> list[tuple[str, Group]]:
     """The profile's (task, group) in the suite's task order."""
     return sorted(((t, g) for (p, t), g in groups.items() if p == profile), key=lambda tg: task_key(suite, tg[0]))
@@ -47,8 +56,7 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
                                        if budget and prof else ""), ""]
             out += task_table(task, family, group)
             out.append("")
-            out.append(f"Command: `metabench run --suite {suite_name} --tasks {task} --profile {profile} "
-                       f"--agents {','.join(agent_order(group.ok)) or 'all'}`, then `metabench report`.")
+            out.append(f"Command: `{run_command(suite_name, task, profile, prof, group)}`, then `metabench report`.")
             out.append("")
             if family.retention_variants() and group.ok:
                 out += retention_table(task, family, group)
@@ -91,8 +99,7 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]],
                 tests = f"{prof.test_tasks_for(task):,} held-out test tasks per seed" if prof else "held-out test tasks"
                 agents = agent_order(group.ok)
                 out += [f"**{suite_name} / `{task}`, profile `{profile}`** ({budget}{tests}; "
-                        f"`metabench run --suite {suite_name} --tasks {task} --profile {profile} "
-                        f"--agents {','.join(agents)}`; full table: [`reports/{suite_name}.md`]"
+                        f"`{run_command(suite_name, task, profile, prof, group)}`; full table: [`reports/{suite_name}.md`]"
                         f"(reports/{suite_name}.md))", ""]
                 agg = aggs.get((suite_name, profile, task))
                 head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means",
