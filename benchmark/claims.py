@@ -102,6 +102,18 @@ def stale_reason(path: Path, owner: Owner | None) -> str | None:
     return None
 
 
+def live_owner(record: Path) -> Owner | None:
+    """Who holds the claim on the run whose record is ``record``, or None if nobody does (no lock, or a stale
+    one). A lock that does not parse yet is held by an unknown owner (pid 0)."""
+    path = lock_path(record)
+    if not path.exists():
+        return None
+    owner = read_owner(path)
+    if stale_reason(path, owner) is not None:
+        return None
+    return owner or Owner("?", 0, None, time.time())
+
+
 class Claims:
     """The claims this process holds; a daemon thread refreshes them every :data:`HEARTBEAT_S`."""
 
@@ -167,4 +179,5 @@ class Claims:
                     pass
 
 
-__all__ = ["Claims", "HEARTBEAT_S", "Owner", "STALE_AFTER_S", "lock_path", "read_owner", "stale_reason"]
+__all__ = ["Claims", "HEARTBEAT_S", "Owner", "STALE_AFTER_S", "live_owner", "lock_path", "read_owner",
+           "stale_reason"]

@@ -552,16 +552,16 @@ def run_sweep(
 
     def look_again() -> None:
         """Waiting runs that another sweep finished are done; those it no longer holds are queued again."""
-        from .claims import lock_path, read_owner, stale_reason
+        from .claims import live_owner
 
         for label, spec in list(waiting.items()):
-            lock = lock_path(spec.path(results))
-            if is_done(spec, results) and not lock.exists():
-                del waiting[label]
+            if live_owner(spec.path(results)) is not None:
+                continue
+            del waiting[label]
+            if is_done(spec, results):
                 result.by_other.append(label)
                 note(f"{label} was finished by another sweep")
-            elif not lock.exists() or stale_reason(lock, read_owner(lock)) is not None:
-                del waiting[label]
+            else:
                 queue.append(spec)
 
     with _stop_on_signals():
