@@ -84,14 +84,15 @@ class MetODSConfig(RecurrentConfig):
     """Initial write coefficient β[s, s] is write_init / N."""
     form: Literal["auto", "direct", "symbolic"] = "auto"
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
-    kernel: Literal["auto", "fused", "autograd"] = "autograd"
+    kernel: Literal["auto", "fused", "autograd"] = "auto"
     """What runs a trial (replay and acting): ``fused``, the C++ forward and backward of the whole trial
     (:mod:`metabench.agents.metods_fused`; ``compile`` and ``form`` then do not apply to the core);
     ``autograd``, the step stepped once per env step (``compile`` applies); ``auto``, fused where
     :func:`~metabench.agents.metods_fused.covers` the config and the extension builds, else autograd. The
-    same numbers within float rounding. ``fused`` where it cannot run raises at construction. The default
-    stays ``autograd`` until the committed records and the smoke baseline are regenerated on the fused
-    kernel: float rounding makes a run on it a different run of the same config."""
+    same numbers within float rounding. ``fused`` where it cannot run raises at construction. The
+    kernel is not part of what a run *is*: records trained on either path are runs of the same config (float
+    rounding makes them different runs, as another machine would); each record's ``platform.memory_kernel``
+    says which path ran."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -4,6 +4,7 @@
     python -m metabench.throughput --quick         # fewer updates per case
     python -m metabench.throughput --simulation    # MuJoCo tasks: our batched env against raw mj_step
     python -m metabench.throughput --step          # the MetODS core alone: eager, compiled and fused kernels
+    python -m metabench.throughput --compare       # training defaults, MetODS core before (autograd) and after
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
@@ -281,7 +282,7 @@ def step_table() -> None:
               f"{cell(f, 'inputs_mib')} |", flush=True)
 
 
-def measure(case: str, compiled: bool, updates: int, warmup: int, kernel: str | None = None,
+def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel: str | None = None,
             threads: int | None = None) -> dict:
     from metabench.agents import AGENTS
     from metabench.envs import make_family
@@ -293,10 +294,8 @@ def measure(case: str, compiled: bool, updates: int, warmup: int, kernel: str | 
     family = make_family(family_name)
     entry = AGENTS.get(agent_name)
     cfg = entry.config(family, PROFILES.get("quick"))
-    if compiled:
-        overrides = {**overrides, "compile": True}
-    elif hasattr(cfg, "compile"):
-        overrides = {**overrides, "compile": False}
+    if compiled is not None and hasattr(cfg, "compile"):  # None: the training default's own setting
+        overrides = {**overrides, "compile": compiled}
     if kernel is not None and hasattr(cfg, "kernel"):
         overrides = {**overrides, "kernel": kernel}
     cfg = dataclasses.replace(cfg, **overrides)
@@ -316,7 +315,7 @@ def measure(case: str, compiled: bool, updates: int, warmup: int, kernel: str | 
             t_update += t2 - t1
     total = t_collect + t_update
     return {
-        "case": case, "compiled": compiled, "env_steps_per_s": steps / total,
+        "case": case, "compiled": bool(getattr(cfg, "compile", False)), "env_steps_per_s": steps / total,
         "collect_share": t_collect / total, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": updates,
         "threads": torch.get_num_threads(),
@@ -324,11 +323,63 @@ def measure(case: str, compiled: bool, updates: int, warmup: int, kernel: str | 
     }
 
 
+COMPARE_CASES = ("metods-maze-ppo", "metods-harlow-ppo", "metods-ant_dir-ppo", "rl2-maze-ppo", "rl2-harlow-ppo",
+                 "maml-maze-ppo")
+"""The training defaults of ``--compare``: the maze, Harlow and Ant-dir as a sweep trains them."""
+
+
+def _case_command(case: str, quick: bool, kernel: str | None, threads: int, compiled: bool | None) -> list[str]:
+    cmd = [sys.executable, "-m", "metabench.throughput", "--case", case, "--threads", str(threads)]
+    cmd += {True: ["--compiled"], False: ["--eager"], None: []}[compiled]
+    cmd += ["--quick"] if quick else []
+    return cmd + (["--kernel", kernel] if kernel else [])
+
+
+def _run_parallel(cmds: list[list[str]]) -> list[dict] | str:
+    """Start every command at once (one fresh process each) and wait; their JSON results, or why one failed."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [(p, *p.communicate()) for p in procs]
+    for p, _, err in outs:
+        if p.returncode != 0:
+            return "failed: " + (err.strip().splitlines() or ["?"])[-1]
+    return [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
+
+
+def compare_table(quick: bool) -> None:
+    """Before and after, same run: each training default with the MetODS core on its former training path
+    (``kernel="autograd"``, compiled) and on today's default (``kernel="auto"``: fused where covered), laid
+    out as a sweep runs: one process on all cores, and one single-thread process per core at once (what
+    ``--workers N --threads 1`` does; their env-steps/s summed)."""
+    cores = os.cpu_count() or 1
+    print(f"| case | kernel | memory kernel | 1 process x {cores} threads | {cores} processes x 1 thread (sum) | "
+          f"peak RSS per process (GB) |")
+    print("|---|---|---|---|---|---|")
+    for case in COMPARE_CASES:
+        kernels = ("autograd", "auto") if case.startswith("metods") else (None,)
+        for kernel in kernels:
+            one = _run_parallel([_case_command(case, quick, kernel, cores, None)])
+            many = _run_parallel([_case_command(case, quick, kernel, 1, None)] * cores)
+            if isinstance(one, str) or isinstance(many, str):
+                print(f"| {case} | {kernel or '-'} | | {one if isinstance(one, str) else ''} | "
+                      f"{many if isinstance(many, str) else ''} | |", flush=True)
+                continue
+            rss = max(r["peak_rss_gb"] for r in one + many)
+            print(f"| {case} | {kernel or '-'} | {one[0]['memory_kernel']} | {one[0]['env_steps_per_s']:,.0f} | "
+                  f"{sum(r['env_steps_per_s'] for r in many):,.0f} | {rss:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer timed updates per case")
     parser.add_argument("--case", help="run one case in this process and print its JSON (internal)")
-    parser.add_argument("--compiled", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--compiled", dest="compiled", action="store_const", const=True,
+                      help="--case: compile the core's step (default for the full table: eager and compiled rows)")
+    mode.add_argument("--eager", dest="compiled", action="store_const", const=False, help="--case: do not compile")
+    parser.add_argument("--compare", action="store_true",
+                        help="before and after: the training defaults with the MetODS core's former path "
+                             "(autograd, compiled) and today's default, 1 process x all threads and 1 thread per "
+                             "core in parallel")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
     parser.add_argument("--step", action="store_true", help="only the MetODS core's kernels (speed, memory)")
     parser.add_argument("--step-memory", type=int, help="one memory measurement of --step (internal)")
@@ -353,6 +404,9 @@ def main() -> None:
             print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} |", flush=True)
         return
     updates, warmup = (3, 2) if args.quick else (8, 3)
+    if args.compare:
+        compare_table(args.quick)
+        return
     if args.case:
         print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads)))
         return
@@ -368,7 +422,8 @@ def main() -> None:
         modes = (False, True) if "compile" in {f.name for f in dataclasses.fields(AGENTS.get(agent_name).cls.Config)} \
             else (False,)
         for compiled in modes:
-            cmd = [sys.executable, "-m", "metabench.throughput", "--case", case] + (["--compiled"] if compiled else [])
+            cmd = [sys.executable, "-m", "metabench.throughput", "--case", case] + (["--compiled"] if compiled else
+                                                                                    ["--eager"])
             cmd += ["--quick"] if args.quick else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:

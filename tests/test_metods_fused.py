@@ -293,7 +293,7 @@ def test_mlp_write_falls_back_under_auto_and_says_why():
     assert MetODSAgent(family, mlp, seed=0).run_info() == {"memory_kernel": "autograd"}
     linear = dataclasses.replace(AGENTS.get("metods").config(family, PROFILES.get("smoke")), kernel="auto")
     assert MetODSAgent(family, linear, seed=0).run_info() == {"memory_kernel": "fused"}
-    assert AGENTS.get("metods").config(family, PROFILES.get("smoke")).kernel == "autograd"  # the default, for now
+    assert AGENTS.get("metods").config(family, PROFILES.get("smoke")).kernel == "auto"  # the default
     assert RL2Agent(family, AGENTS.get("rl2").config(family, PROFILES.get("smoke")),
                     seed=0).run_info() == {"memory_kernel": "autograd"}
 
