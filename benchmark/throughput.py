@@ -319,7 +319,7 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
         "collect_share": t_collect / total, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": updates,
         "threads": torch.get_num_threads(),
-        "memory_kernel": agent.run_info()["memory_kernel"] if hasattr(agent, "run_info") else "-",
+        "memory_kernel": agent.run_info().get("memory_kernel", "-"),
     }
 
 
