@@ -32,7 +32,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -125,10 +126,28 @@ class Agent(ABC):
     defaults_key: ClassVar[str] = ""
     """The name this class's rows carry in the defaults table (:mod:`metabench.agents.defaults`)."""
 
+    action_generator: torch.Generator | None = None
+    """The stream :meth:`act` draws its actions from, if it draws any: the agent's own (seeded by its seed,
+    saved with it), swapped for another while it is evaluated (:meth:`acting_with`)."""
+
     def __init__(self, family: TaskFamily, config: AgentConfig, seed: int):
         self.family = family
         self.config = config
         self.seed = seed
+
+    @contextmanager
+    def acting_with(self, generator: torch.Generator) -> Iterator[None]:
+        """Draw actions from ``generator`` inside the block, leaving :attr:`action_generator` where it was.
+
+        The held-out evaluation runs under it (:func:`metabench.protocol.evaluate`), so that evaluating along
+        training does not move training's own stream (a run's training is the same whatever its number of
+        curve points), and so that a saved agent rescored draws what its record's evaluation drew."""
+        own = self.action_generator
+        self.action_generator = generator
+        try:
+            yield
+        finally:
+            self.action_generator = own
 
     @classmethod
     def supports(cls, family: TaskFamily) -> bool:

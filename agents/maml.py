@@ -223,7 +223,7 @@ class MAMLAgent(OnPolicyAgent):
             memory.rewards.append(torch.where(memory.active[-1], inputs.prev_reward, 0.0))
         if memory.t > 0 and memory.t % k == 0:
             memory = self._adapt_memory(memory, inputs.active)
-        action = sample_action(self.distribution(memory.params, inputs.obs), self._gen)
+        action = sample_action(self.distribution(memory.params, inputs.obs), self.action_generator)
         memory.obs.append(inputs.obs)
         memory.actions.append(action)
         memory.active.append(inputs.active)

@@ -173,7 +173,7 @@ class OnPolicyAgent(Agent):
         """The optimiser over ``params``, the agent's own generator (actions, minibatch order) and the summary."""
         self.params = list(params)
         self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
-        self._gen = torch.Generator().manual_seed(self.seed)
+        self.action_generator = torch.Generator().manual_seed(self.seed)
         self._summary: dict[str, float] = {}
 
     # What each agent supplies ----------------------------------------------------------------
@@ -195,7 +195,7 @@ class OnPolicyAgent(Agent):
 
     # The loop ----------------------------------------------------------------------------------
     def stateful(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "generator": GeneratorState(self._gen)}
+        return {"optimizer": self.optimizer, "generator": GeneratorState(self.action_generator)}
 
     def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
         """One trial of each of ``batch_tasks`` train tasks, every step recorded."""
@@ -254,7 +254,7 @@ class OnPolicyAgent(Agent):
             old_logp = old.log_prob
         stats: dict[str, list[float]] = {}
         for _epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(b, generator=self._gen)
+            order = torch.randperm(b, generator=self.action_generator)
             for idx in order.chunk(cfg.minibatches):
                 mb = ro.tasks(idx)
                 t = len(mb)

@@ -16,13 +16,13 @@ class RandomAgent(Agent):
 
     def __init__(self, family: TaskFamily, config, seed: int):
         super().__init__(family, config, seed)
-        self._gen = torch.Generator().manual_seed(seed)
+        self.action_generator = torch.Generator().manual_seed(seed)
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
         return 0  # nothing to learn
 
     def stateful(self) -> dict[str, Any]:
-        return {"generator": GeneratorState(self._gen)}  # nothing learned, but where its action stream stands
+        return {"generator": GeneratorState(self.action_generator)}  # nothing learned, but where its action stream stands
 
     def initial_memory(self, batch_size: int) -> Any:
         return None
@@ -31,6 +31,6 @@ class RandomAgent(Agent):
         space = self.family.action_space
         b = inputs.obs.shape[0]
         if space.discrete:
-            return torch.randint(0, space.n, (b,), generator=self._gen), memory
-        u = torch.rand(b, space.n, generator=self._gen)
+            return torch.randint(0, space.n, (b,), generator=self.action_generator), memory
+        u = torch.rand(b, space.n, generator=self.action_generator)
         return space.low + (space.high - space.low) * u, memory

@@ -141,7 +141,7 @@ class RecurrentAgent(OnPolicyAgent):
         # the same numbers whichever kernel the core runs.
         x = inputs.features(self.space)
         h, memory = self.core.trial(x[None], inputs.active[None], memory, step=self._step)
-        return sample_action(self.heads.distribution(h[0]), self._gen), memory
+        return sample_action(self.heads.distribution(h[0]), self.action_generator), memory
 
     def run_info(self) -> dict[str, str]:
         """How this agent computes, for the run's record: ``memory_kernel``, the path of the core's trial

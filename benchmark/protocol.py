@@ -104,13 +104,16 @@ class Evaluation:
 
 
 def evaluate(agent: Agent, family: TaskFamily, seed: int, n_tasks: int, batch_size: int = 1024) -> Evaluation:
-    """Score ``agent`` on ``n_tasks`` held-out test tasks (seeded by ``seed``), one trial each."""
+    """Score ``agent`` on ``n_tasks`` held-out test tasks (seeded by ``seed``), one trial each.
+
+    The agent acts with an action stream of its own for the evaluation (:func:`evaluation_actions`), the same
+    at every evaluation of the run: what it draws here never moves the stream it trains with."""
     gen = task_generator(seed, "test")
     tasks = family.sample_tasks(n_tasks, "test", gen)
     values: dict[str, list[torch.Tensor]] = {}
     reward_sum: torch.Tensor | None = None
     active_sum: torch.Tensor | None = None
-    with torch.no_grad():
+    with torch.no_grad(), agent.acting_with(evaluation_actions(seed)):
         for start in range(0, n_tasks, batch_size):
             part = tasks.index(slice(start, min(start + batch_size, n_tasks)))
             res = run_trials(agent, family, part)
@@ -128,6 +131,12 @@ def evaluate(agent: Agent, family: TaskFamily, seed: int, n_tasks: int, batch_si
     assert reward_sum is not None and active_sum is not None
     step_reward = (reward_sum / active_sum.clamp(min=1)).numpy()
     return Evaluation(metrics, step_reward, (active_sum / n_tasks).numpy())
+
+
+def evaluation_actions(seed: int) -> torch.Generator:
+    """The action stream of a held-out evaluation of seed ``seed``: unrelated to the task streams
+    (:func:`~metabench.envs.base.task_generator`) and to the agent's own (seeded by ``seed`` alone)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + 0xAC7)
 
 
 def _add_padded(acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

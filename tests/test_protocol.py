@@ -60,3 +60,39 @@ def test_a_pool_family_draws_its_own_tasks_with_ids():
     assert family.sample_tasks(4, "test", task_generator(0, "test")).task_id is None
     res = run_trials(_random(family), family, tasks)  # a pool batch runs like any other
     assert res.rewards.shape[1] == 64
+
+
+def _smoke_agent(name: str, family):
+    entry = AGENTS.get(name)
+    return entry.build(family, entry.config(family, PROFILES.get("smoke")), seed=3)
+
+
+def test_evaluation_acts_with_its_own_stream():
+    """A held-out evaluation neither reads nor moves the agent's own action stream: it gives the same numbers
+    twice, whatever the agent drew before, and leaves the stream where it found it."""
+    from metabench.protocol import evaluate
+
+    family = make_family("maze")
+    agent = _smoke_agent("random", family)
+    before = agent.action_generator.get_state()
+    first = evaluate(agent, family, seed=3, n_tasks=16).metrics
+    assert torch.equal(agent.action_generator.get_state(), before)
+    torch.rand(100, generator=agent.action_generator)  # the agent's stream moves on (as training moves it)
+    assert evaluate(agent, family, seed=3, n_tasks=16).metrics == first
+    assert evaluate(agent, family, seed=4, n_tasks=16).metrics != first
+
+
+def test_training_does_not_depend_on_how_often_it_is_evaluated():
+    """The same seed meta-trained with 1 and with 3 held-out evaluations along the way ends with the same
+    parameters: the curve points are an observation of training, not part of it."""
+    from metabench.protocol import CurveMonitor
+
+    family = make_family("maze")
+    params = []
+    for points in (1, 3):
+        agent = _smoke_agent("rl2", family)
+        monitor = CurveMonitor(agent, family, 3, 20_000, curve_tasks=8, curve_points=points)
+        agent.meta_train(family, 20_000, monitor)
+        assert len({row[1] for row in monitor.rows if row[0] == "eval"}) == points - 1  # the last is the run's
+        params.append(torch.cat([p.detach().flatten() for p in agent.params]))
+    assert torch.equal(params[0], params[1])
