@@ -84,16 +84,6 @@ class MetODSConfig(RecurrentConfig):
     """Initial write coefficient β[s, s] is write_init / N."""
     form: Literal["auto", "direct", "symbolic"] = "auto"
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
-    kernel: Literal["auto", "fused", "autograd"] = "auto"
-    """What runs a trial (replay and acting): ``fused``, the C++ forward and backward of the whole trial
-    (:mod:`metabench.agents.metods_fused`; ``compile`` and ``form`` then do not apply to the core);
-    ``autograd``, the step stepped once per env step (``compile`` applies); ``auto``, fused where
-    :func:`~metabench.agents.metods_fused.covers` the config and the extension builds, else autograd. The
-    same numbers within float rounding. ``fused`` where it cannot run raises at construction. The
-    kernel is not part of what a run *is*: records trained on either path are runs of the same config (float
-    rounding makes them different runs, as another machine would); each record's ``platform.memory_kernel``
-    says which path ran."""
-
     def __post_init__(self):
         super().__post_init__()
         if self.N < 1 or self.S < 1 or self.encoder_hidden < 0:
@@ -101,7 +91,7 @@ class MetODSConfig(RecurrentConfig):
         for name, allowed in (("write", ("vanilla", "linear", "mlp")), ("plasticity", ("elementwise", "scalar")),
                               ("reward_coding", ("scalar", "sign")), ("w0", ("learned", "zeros")),
                               ("nonlinearity", ("tanh", "relu", "identity")),
-                              ("form", ("auto", "direct", "symbolic")), ("kernel", ("auto", "fused", "autograd"))):
+                              ("form", ("auto", "direct", "symbolic"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"MetODS {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -163,18 +153,11 @@ class MetODSCore(MemoryCore):
 
     @staticmethod
     def _select_kernel(cfg: MetODSConfig) -> tuple[str, str | None]:
-        """``(kernel_path, why not fused)``: the path :meth:`trial` takes, and the reason it is not the fused
-        one (None when it is, and under ``kernel="autograd"``)."""
-        if cfg.kernel == "autograd":
-            return "autograd", None
-        reason = metods_fused.covers(cfg)
-        if reason is None and not metods_fused.available():
-            reason = f"the fused extension did not build: {metods_fused.unavailable_reason()}"
-        if reason is None:
-            return "fused", None
-        if cfg.kernel == "fused":
-            raise ValueError(f"MetODS kernel='fused' cannot run this config: {reason}")
-        return "autograd", reason
+        """``(kernel_path, why not fused)``: :meth:`MemoryCore.select_kernel` with the fused kernel's coverage."""
+        try:
+            return MemoryCore.select_kernel(cfg.kernel, metods_fused.covers(cfg), metods_fused)
+        except ValueError as e:
+            raise ValueError(f"MetODS {e}") from None
 
     # Coefficients --------------------------------------------------------------------------
     def beta(self) -> torch.Tensor:

@@ -24,84 +24,40 @@ its gradient back), S up to 8, N up to 128, every σ, free or convex β, any
 encoder and ``tbptt``; float32 and float64 on the CPU. The MLP write is not
 in the kernel: the core falls back to autograd.
 
-The extension is compiled on first use with ``-O3 -march=native`` by
-``torch.utils.cpp_extension.load`` (ninja; about a minute, once per machine
-and source) and cached in torch's extension directory under a name that
-includes a hash of the CPU's features; :func:`available` says whether that
-worked and remembers why not.
+The extension is compiled on first use (:mod:`metabench.agents.cpp_extension`);
+:func:`available` says whether that worked and remembers why not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import platform
-from pathlib import Path
-from types import ModuleType
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "metods_trial.cpp"
+from .cpp_extension import CppExtension
+
 SIGMA_CODES = {"tanh": 0, "relu": 1, "identity": 2}
 MAX_S = 8
 """Recursions per step the kernel supports (compiled-in fast paths for S = 1, 2, 4)."""
 MAX_N = 128
 """Neurons the kernel supports on every machine (its generic path holds 32 SIMD vectors per row)."""
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast"]
 
-_module: ModuleType | None = None
-_failure: str | None = None
-
-
-def _cpu_tag() -> str:
-    """A short hash of this CPU's features: ``-march=native`` builds differ between machines."""
-    flags = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), flags)
-    except OSError:
-        pass
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
-
-
-def _load() -> ModuleType:
-    from torch.utils import cpp_extension
-
-    try:  # ninja from the pip package, whether or not the venv's bin is on PATH
-        import ninja
-
-        if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    except ImportError:
-        pass
-    return cpp_extension.load(name=f"metabench_metods_trial_{_cpu_tag()}", sources=[str(SOURCE)],
-                              extra_cflags=CFLAGS, verbose=False)
+_EXTENSION = CppExtension("metabench_metods_trial", "metods_trial.cpp")
 
 
 def available() -> bool:
     """Whether the extension builds and loads here (tried once per process; :func:`unavailable_reason` says why
     not)."""
-    global _module, _failure
-    if _module is None and _failure is None:
-        try:
-            _module = _load()
-        except Exception as e:  # noqa: BLE001 - any build or load failure means: use autograd
-            lines = str(e).strip().splitlines()
-            _failure = f"{type(e).__name__}: {lines[-1] if lines else ''}"[:500]
-    return _module is not None
+    return _EXTENSION.available()
 
 
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None if it is True or was not tried)."""
-    return _failure
+    return _EXTENSION.unavailable_reason()
 
 
-def extension() -> ModuleType:
-    if not available():
-        raise RuntimeError(f"the fused MetODS kernel is unavailable: {_failure}")
-    assert _module is not None
-    return _module
+def extension():
+    return _EXTENSION.module()
 
 
 def covers(cfg) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,6 +33,19 @@ class RecurrentConfig(PPOConfig):
     """Detach the memory state every k steps of the replay (0: full BPTT through the trial)."""
     compile: bool = False
     """``torch.compile`` the core's step (same numbers within float tolerance)."""
+    kernel: Literal["auto", "fused", "autograd"] = "auto"
+    """What runs a trial (replay and acting): ``fused``, the core's C++ forward and backward of the whole trial
+    (MetODS: :mod:`~metabench.agents.metods_fused`; RL²: :mod:`~metabench.agents.gru_fused`; ``compile`` then
+    does not apply to the core); ``autograd``, the step stepped once per env step (``compile`` applies);
+    ``auto``, fused where the core's kernel covers the config and its extension builds, else autograd. The same
+    numbers within float rounding. ``fused`` where it cannot run raises at construction. The kernel is not part
+    of what a run *is*: records trained on either path are runs of the same config (float rounding makes them
+    different runs, as another machine would); each record's ``platform.memory_kernel`` says which path ran."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kernel not in ("auto", "fused", "autograd"):
+            raise ValueError(f"kernel must be one of ('auto', 'fused', 'autograd'), got {self.kernel!r}")
 
 
 class MemoryCore(nn.Module):
@@ -43,9 +56,28 @@ class MemoryCore(nn.Module):
     """Keys of :meth:`diagnostics`, summarised (last, max) in the run's record."""
     kernel_path: str = "autograd"
     """What :meth:`trial` runs: ``autograd`` (the step, once per env step) or a core's own fused kernel."""
+    kernel_reason: str | None = None
+    """Why :attr:`kernel_path` is not ``fused`` under ``kernel="auto"``; None otherwise."""
 
     @abstractmethod
     def initial_state(self, batch: int) -> Any: ...
+
+    @staticmethod
+    def select_kernel(requested: str, not_covered: str | None, fused: Any) -> tuple[str, str | None]:
+        """``(kernel_path, why not fused)`` for a core whose fused kernel is the module ``fused`` (with
+        ``available()`` and ``unavailable_reason()``): ``requested`` is the config's ``kernel``, ``not_covered``
+        why that kernel does not compute this config (None: it does). The reason is None when the path is
+        ``fused`` and under ``kernel="autograd"``; ``kernel="fused"`` that cannot run raises."""
+        if requested == "autograd":
+            return "autograd", None
+        reason = not_covered
+        if reason is None and not fused.available():
+            reason = f"the fused extension did not build: {fused.unavailable_reason()}"
+        if reason is None:
+            return "fused", None
+        if requested == "fused":
+            raise ValueError(f"kernel='fused' cannot run this config: {reason}")
+        return "autograd", reason
 
     def diagnostics(self, state: Any) -> dict[str, float]:
         """Scalars worth logging about a state (MetODS: ‖W‖)."""

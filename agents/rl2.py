@@ -3,7 +3,10 @@
 Input: [obs, previous action, previous reward, episode-start flag]. The
 hidden state is reset at task start only, never at episode boundaries, so
 what the GRU learned about the task carries across the episodes of a trial.
-Trained by the shared PPO trainer (:mod:`metabench.agents.ppo`).
+Trained by the shared PPO trainer (:mod:`metabench.agents.ppo`); a trial (the
+replay, and each acting step as a trial of one step) runs on a fused C++
+forward and backward of the GRU (:mod:`metabench.agents.gru_fused`) unless
+``kernel="autograd"``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 
 from metabench.envs.base import TaskFamily
 
+from . import gru_fused
 from .recurrent import MemoryCore, RecurrentAgent, RecurrentConfig
 from .base import feature_dim
 
@@ -26,10 +30,16 @@ class RL2Config(RecurrentConfig):
 
 
 class GRUCore(MemoryCore):
-    def __init__(self, in_dim: int, hidden: int):
+    """A ``GRUCell``; a trial runs on the fused kernel (:mod:`metabench.agents.gru_fused`) or steps the cell."""
+
+    def __init__(self, in_dim: int, hidden: int, kernel: str = "auto"):
         super().__init__()
         self.hidden_dim = hidden
         self.cell = nn.GRUCell(in_dim, hidden)
+        try:
+            self.kernel_path, self.kernel_reason = self.select_kernel(kernel, None, gru_fused)
+        except ValueError as e:
+            raise ValueError(f"RL² {e}") from None
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.hidden_dim)
@@ -38,6 +48,12 @@ class GRUCore(MemoryCore):
         h = self.cell(x, state)
         return h, h
 
+    def trial(self, x: torch.Tensor, active: torch.Tensor, state: torch.Tensor, *, step=None, tbptt: int = 0):
+        """The fused kernel where :attr:`kernel_path` is ``fused`` (CPU, float32 or float64), else stepping."""
+        if self.kernel_path != "fused" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return super().trial(x, active, state, step=step, tbptt=tbptt)
+        return gru_fused.trial(self.cell, x, active, state, tbptt)
+
 
 class RL2Agent(RecurrentAgent):
     Config = RL2Config
@@ -45,4 +61,4 @@ class RL2Agent(RecurrentAgent):
     config: RL2Config
 
     def make_core(self, family: TaskFamily, config: RL2Config) -> GRUCore:
-        return GRUCore(feature_dim(family), config.hidden)
+        return GRUCore(feature_dim(family), config.hidden, config.kernel)

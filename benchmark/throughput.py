@@ -4,7 +4,7 @@
     python -m metabench.throughput --quick         # fewer updates per case
     python -m metabench.throughput --simulation    # MuJoCo tasks: our batched env against raw mj_step
     python -m metabench.throughput --step          # the MetODS core alone: eager, compiled and fused kernels
-    python -m metabench.throughput --compare       # training defaults, MetODS core before (autograd) and after
+    python -m metabench.throughput --compare       # training defaults, memory cores before (autograd) and after
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
@@ -346,16 +346,19 @@ def _run_parallel(cmds: list[list[str]]) -> list[dict] | str:
 
 
 def compare_table(quick: bool) -> None:
-    """Before and after, same run: each training default with the MetODS core on its former training path
-    (``kernel="autograd"``, compiled) and on today's default (``kernel="auto"``: fused where covered), laid
+    """Before and after, same run: each training default with the memory core on its former training path
+    (``kernel="autograd"``; MetODS compiled) and on today's default (``kernel="auto"``: fused where covered), laid
     out as a sweep runs: one process on all cores, and one single-thread process per core at once (what
     ``--workers N --threads 1`` does; their env-steps/s summed)."""
+    from metabench.agents import AGENTS
+
     cores = os.cpu_count() or 1
     print(f"| case | kernel | memory kernel | 1 process x {cores} threads | {cores} processes x 1 thread (sum) | "
           f"peak RSS per process (GB) |")
     print("|---|---|---|---|---|---|")
     for case in COMPARE_CASES:
-        kernels = ("autograd", "auto") if case.startswith("metods") else (None,)
+        fields = {f.name for f in dataclasses.fields(AGENTS.get(CASES[case][0]).cls.Config)}
+        kernels = ("autograd", "auto") if "kernel" in fields else (None,)
         for kernel in kernels:
             one = _run_parallel([_case_command(case, quick, kernel, cores, None)])
             many = _run_parallel([_case_command(case, quick, kernel, 1, None)] * cores)
@@ -377,14 +380,15 @@ def main() -> None:
                       help="--case: compile the core's step (default for the full table: eager and compiled rows)")
     mode.add_argument("--eager", dest="compiled", action="store_const", const=False, help="--case: do not compile")
     parser.add_argument("--compare", action="store_true",
-                        help="before and after: the training defaults with the MetODS core's former path "
-                             "(autograd, compiled) and today's default, 1 process x all threads and 1 thread per "
+                        help="before and after: the training defaults with the memory core's former path "
+                             "(autograd) and today's default (fused), 1 process x all threads and 1 thread per "
                              "core in parallel")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
     parser.add_argument("--step", action="store_true", help="only the MetODS core's kernels (speed, memory)")
     parser.add_argument("--step-memory", type=int, help="one memory measurement of --step (internal)")
     parser.add_argument("--kernel", choices=("auto", "fused", "autograd"),
-                        help="MetODS kernel of --case (default: the config's) and of --step-memory (default: fused)")
+                        help="memory kernel of --case (default: the config's) and MetODS's of --step-memory "
+                             "(default: fused)")
     parser.add_argument("--threads", type=int, help="intra-op threads of --case (default: all cores)")
     args = parser.parse_args()
     if args.step_memory:

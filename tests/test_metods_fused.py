@@ -243,9 +243,8 @@ def test_autograd_trial_is_the_step_loop(agent_cls, name):
     """MemoryCore.trial's default (RL², MetODS under kernel="autograd") is the replay's former loop, bit for bit:
     the agent's step once per env step, the state detached every tbptt steps."""
     family = Harlow(HarlowConfig(max_steps=12))
-    cfg = dataclasses.replace(AGENTS.get(name).config(family, PROFILES.get("smoke")), batch_tasks=4, tbptt=5)
-    if name == "metods":
-        cfg = dataclasses.replace(cfg, kernel="autograd")
+    cfg = dataclasses.replace(AGENTS.get(name).config(family, PROFILES.get("smoke")), batch_tasks=4, tbptt=5,
+                              kernel="autograd")
     agent = agent_cls(family, cfg, seed=0)
     ro = agent.collect(family, task_generator(0, "train"))
     outs = []
@@ -295,7 +294,7 @@ def test_mlp_write_falls_back_under_auto_and_says_why():
     assert MetODSAgent(family, linear, seed=0).run_info() == {"memory_kernel": "fused"}
     assert AGENTS.get("metods").config(family, PROFILES.get("smoke")).kernel == "auto"  # the default
     assert RL2Agent(family, AGENTS.get("rl2").config(family, PROFILES.get("smoke")),
-                    seed=0).run_info() == {"memory_kernel": "autograd"}
+                    seed=0).run_info() == {"memory_kernel": "fused"}  # RL²'s own fused GRU (test_gru_fused.py)
 
 
 def test_fused_kernel_where_it_cannot_run_raises():
