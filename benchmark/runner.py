@@ -137,13 +137,14 @@ def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
 
 def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int]:
     """Seconds the runs of ``todo`` take one after another, from the wall times of the ``ok`` records of
-    the same agent, task and profile under ``results`` (any seed or config: a guide, not a promise), and
-    how many runs have no such record to go by (left out of the sum)."""
-    means: dict[Path, float | None] = {}
+    the same agent, task and profile under ``results`` (any seed or config: a guide, not a promise), each
+    scaled by the ratio of the run's meta-training budget to the record's (a record of a 2 M budget counts
+    five times for a 10 M run), and how many runs have no such record to go by (left out of the sum)."""
+    means: dict[tuple[Path, int], float | None] = {}
     total, unknown = 0.0, 0
     for spec in todo:
-        folder = spec.path(results).parent
-        if folder not in means:
+        folder, budget = spec.path(results).parent, _budget(spec.config)
+        if (folder, budget) not in means:
             times = []
             for path in folder.glob("seed*.json"):
                 try:
@@ -151,13 +152,23 @@ def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int]:
                 except InvalidRecord:
                     continue
                 if record["status"] == "ok":
-                    times.append(float(record["wall_time_s"]))
-            means[folder] = sum(times) / len(times) if times else None
-        if means[folder] is None:
+                    recorded = _budget(record.get("config"))
+                    scale = budget / recorded if budget and recorded else 1.0
+                    times.append(float(record["wall_time_s"]) * scale)
+            means[folder, budget] = sum(times) / len(times) if times else None
+        if means[folder, budget] is None:
             unknown += 1
         else:
-            total += means[folder]
+            total += means[folder, budget]
     return total, unknown
+
+
+def _budget(config: Any) -> int:
+    """The meta-training budget a resolved config (a record's or a run's) names; 0 if it names none."""
+    try:
+        return int(config["profile"]["train_env_steps"])
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def code_version() -> str:

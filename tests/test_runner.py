@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 
@@ -266,3 +268,8 @@ def test_the_time_of_a_sweep_is_estimated_from_earlier_records(tmp_path):
     assert unknown == 0 and seconds == pytest.approx(2 * wall)
     other, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["ant_dir"])
     assert estimate_seconds(other, tmp_path) == (0.0, 1)
+    # a run of five times the budget is estimated at five times the record's wall time
+    budget = runs[1].config["profile"]["train_env_steps"]
+    longer = dataclasses.replace(runs[1], config={**runs[1].config, "profile": {
+        **runs[1].config["profile"], "train_env_steps": 5 * budget}})
+    assert estimate_seconds([longer], tmp_path) == (pytest.approx(5 * wall), 0)
