@@ -218,6 +218,7 @@ class MAMLAgent(OnPolicyAgent):
         return MAMLMemory(params, 0, [], [], [], [])
 
     def act(self, inputs: AgentInput, memory: MAMLMemory) -> tuple[torch.Tensor, MAMLMemory]:
+        inputs = self.observe(inputs)
         k = self.config.adapt_every
         if memory.t > 0:  # the reward of the previous step arrives now
             memory.rewards.append(torch.where(memory.active[-1], inputs.prev_reward, 0.0))
@@ -240,7 +241,7 @@ class MAMLAgent(OnPolicyAgent):
 
     # What the shared trainer asks -------------------------------------------------------------
     def step_record(self, inputs: AgentInput) -> torch.Tensor:
-        return inputs.obs  # the policy sees the observation only
+        return self.observe(inputs).obs  # the policy sees the observation only
 
     def evaluate_actions(self, ro: Rollout, differentiable: bool) -> Evaluated:
         """Each step's log-probability under the parameters that acted there, the adaptation recomputed from

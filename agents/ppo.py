@@ -37,6 +37,7 @@ the differentiable pass itself (no separate no-grad pass).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import abstractmethod
 from collections.abc import Iterable
@@ -82,6 +83,13 @@ class PPOConfig(AgentConfig):
     """Standardise the advantages of each minibatch over its active steps."""
     init_log_std: float = -0.5
     """Initial log standard deviation of the Gaussian policy (continuous actions)."""
+    obs_norm: bool = False
+    """Standardise observations by their running mean and standard deviation, clipped to ±10: statistics
+    updated from every training rollout (after it is collected, so a rollout is acted and replayed with the same
+    ones), frozen in evaluation, saved with the agent (:class:`RunningMoments`)."""
+    reward_norm: bool = False
+    """Divide the (scaled) rewards by the running standard deviation of the discounted return from each step,
+    updated from every training rollout before its update (learning only, not scores)."""
 
     def __post_init__(self):
         if self.batch_tasks < 1 or self.ppo_epochs < 1 or self.minibatches < 1:
@@ -175,6 +183,15 @@ class OnPolicyAgent(Agent):
         self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
         self.action_generator = torch.Generator().manual_seed(self.seed)
         self._summary: dict[str, float] = {}
+        self.obs_moments = RunningMoments(self.family.obs_dim) if self.config.obs_norm else None
+        self.return_moments = RunningMoments(1) if self.config.reward_norm else None
+
+    def observe(self, inputs: AgentInput) -> AgentInput:
+        """``inputs`` as the policy sees them: the observation standardised when ``obs_norm`` is on (the
+        subclasses call this first in ``act`` and ``step_record``)."""
+        if self.obs_moments is None:
+            return inputs
+        return dataclasses.replace(inputs, obs=self.obs_moments.normalize(inputs.obs))
 
     # What each agent supplies ----------------------------------------------------------------
     @abstractmethod
@@ -195,7 +212,9 @@ class OnPolicyAgent(Agent):
 
     # The loop ----------------------------------------------------------------------------------
     def stateful(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "generator": GeneratorState(self.action_generator)}
+        parts = {"optimizer": self.optimizer, "generator": GeneratorState(self.action_generator)}
+        moments = {"obs_moments": self.obs_moments, "return_moments": self.return_moments}
+        return {**parts, **{k: v for k, v in moments.items() if v is not None}}
 
     def collect(self, family: TaskFamily, generator: torch.Generator) -> Rollout:
         """One trial of each of ``batch_tasks`` train tasks, every step recorded."""
@@ -204,12 +223,18 @@ class OnPolicyAgent(Agent):
         tasks = family.sample_tasks(self.config.batch_tasks, "train", generator)
         kept, actions = [], []
 
+        raw: list[torch.Tensor] = []
+
         def record(inputs: AgentInput, action: torch.Tensor, _step: Step) -> None:
             kept.append(self.step_record(inputs))
             actions.append(action)
+            if self.obs_moments is not None:
+                raw.append(inputs.obs[inputs.active])
 
         with torch.no_grad():
             res = run_trials(self, family, tasks, on_step=record)
+        if self.obs_moments is not None:
+            self.obs_moments.update(torch.cat(raw))
         return Rollout(torch.stack(kept), torch.stack(actions), res.rewards, res.active)
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
@@ -247,6 +272,10 @@ class OnPolicyAgent(Agent):
         cfg = self.config
         b = ro.features.shape[1]
         rewards = ro.rewards * cfg.reward_scale
+        if self.return_moments is not None:
+            returns = discounted_returns(rewards, ro.active, cfg.gamma)
+            self.return_moments.update(returns[ro.active].unsqueeze(1))
+            rewards = rewards / float(self.return_moments.var.sqrt().clamp(min=1e-4))
         single_pass = cfg.ppo_epochs == 1 and cfg.minibatches == 1
         if not single_pass:
             old = self.evaluate_actions(ro, differentiable=False)
@@ -292,6 +321,41 @@ class OnPolicyAgent(Agent):
         return out
 
 
+class RunningMoments(torch.nn.Module):
+    """Running mean and variance of a stream of ``[N, dim]`` batches (Chan et al.'s parallel update, float64);
+    buffers, so that they are saved with the agent and a rescored agent normalises as its run did."""
+
+    def __init__(self, dim: int, clip: float = 10.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(dim, dtype=torch.float64))
+
+    @property
+    def var(self) -> torch.Tensor:
+        """Population variance so far (ones before any data)."""
+        return self.m2 / self.count if self.count > 0 else torch.ones_like(self.m2)
+
+    def update(self, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        if n == 0:
+            return
+        x = x.to(torch.float64)
+        mean = x.mean(0)
+        delta, total = mean - self.mean, self.count + n
+        self.m2 += ((x - mean) ** 2).sum(0) + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count.fill_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` standardised by the statistics so far and clipped to ±``clip`` (unchanged before any data)."""
+        if self.count == 0:
+            return x
+        z = (x.to(torch.float64) - self.mean) / (self.var + 1e-8).sqrt()
+        return z.clamp(-self.clip, self.clip).to(x.dtype)
+
+
 def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
     """Scale the gradients of ``params`` to total norm ≤ ``max_norm``; return the norm before.
 
@@ -322,5 +386,5 @@ def sample_action(dist: torch.distributions.Distribution, generator: torch.Gener
     return mean + std * torch.randn(mean.shape, generator=generator)
 
 
-__all__ = ["Evaluated", "OnPolicyAgent", "PPOConfig", "Rollout", "clip_grad_norm", "discounted_returns", "gae",
+__all__ = ["Evaluated", "OnPolicyAgent", "PPOConfig", "Rollout", "RunningMoments", "clip_grad_norm", "discounted_returns", "gae",
            "masked_standardize", "sample_action"]

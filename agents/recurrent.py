@@ -171,7 +171,7 @@ class RecurrentAgent(OnPolicyAgent):
     def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
         # One step through the same trial entry as the replay (T = 1), so that acting and replaying compute
         # the same numbers whichever kernel the core runs.
-        x = inputs.features(self.space)
+        x = self.observe(inputs).features(self.space)
         h, memory = self.core.trial(x[None], inputs.active[None], memory, step=self._step)
         return sample_action(self.heads.distribution(h[0]), self.action_generator), memory
 
@@ -182,7 +182,7 @@ class RecurrentAgent(OnPolicyAgent):
 
     # What the trainer asks -------------------------------------------------------------------
     def step_record(self, inputs: AgentInput) -> torch.Tensor:
-        return inputs.features(self.space)
+        return self.observe(inputs).features(self.space)
 
     def evaluate_actions(self, ro: Rollout, differentiable: bool) -> Evaluated:
         with torch.set_grad_enabled(differentiable):

@@ -292,3 +292,61 @@ def test_lr_anneal_falls_linearly_to_zero_over_the_budget():
     plain = AGENTS.get("rl2").build(family, smoke_config("rl2", family, batch_tasks=8, lr=1e-2), seed=0)
     plain.meta_train(family, budget, Monitor())
     assert plain.optimizer.param_groups[0]["lr"] == 1e-2
+
+
+# Observation and reward normalisation ----------------------------------------------------------------
+
+def test_running_moments_match_the_statistics_of_everything_seen():
+    from metabench.agents.ppo import RunningMoments
+
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, generator=g) * 5 + 2 for n in (1, 7, 40, 0, 13)]
+    moments = RunningMoments(3)
+    for b in batches:
+        moments.update(b)
+    seen = torch.cat(batches).double()
+    assert int(moments.count) == len(seen)
+    assert torch.allclose(moments.mean, seen.mean(0)) and torch.allclose(moments.var, seen.var(0, unbiased=False))
+    z = moments.normalize(torch.full((2, 3), 1e6))
+    assert z.dtype == torch.float32 and bool((z == 10.0).all())  # clipped
+
+
+@pytest.mark.parametrize("name", ["rl2", "maml"])
+def test_obs_norm_learns_from_training_only_and_is_saved_with_the_agent(name):
+    """Statistics move with each training rollout (acted and recorded with the statistics before it), stay put
+    through a held-out evaluation, and come back with a saved agent, which then acts as the original."""
+    from metabench.envs import make_family
+    from metabench.protocol import evaluate
+
+    family = make_family("maze")
+    entry = AGENTS.get(name)
+    cfg = dataclasses.replace(entry.config(family, PROFILES.get("smoke")), obs_norm=True, batch_tasks=4)
+    agent = entry.build(family, cfg, seed=0)
+    assert int(agent.obs_moments.count) == 0
+    ro = agent.collect(family, task_generator(0, "train"))
+    assert int(agent.obs_moments.count) == int(ro.active.sum())
+    before = agent.obs_moments.state_dict()
+    evaluate(agent, family, seed=1, n_tasks=8)
+    assert all(torch.equal(before[k], v) for k, v in agent.obs_moments.state_dict().items())
+    ro = agent.collect(family, task_generator(1, "train"))  # recorded with the statistics of the first rollout
+    obs = ro.features[0, :, :family.obs_dim]
+    assert not torch.allclose(obs, obs.round())  # the maze's observations are 0/1; normalised, they are not
+    clone = entry.build(family, cfg, seed=5)
+    clone.load_state_dict(agent.state_dict())
+    assert evaluate(clone, family, seed=1, n_tasks=8).metrics == evaluate(agent, family, seed=1, n_tasks=8).metrics
+
+
+def test_reward_norm_makes_an_update_independent_of_the_reward_scale():
+    """Rewards x 1000 give the same first update as rewards x 1 once divided by the returns' running spread."""
+    family = Harlow(HarlowConfig(max_steps=12))
+    entry = AGENTS.get("rl2")
+    cfg = dataclasses.replace(entry.config(family, PROFILES.get("smoke")), reward_norm=True, batch_tasks=8)
+    agents = [entry.build(family, cfg, seed=0) for _ in range(2)]
+    ro = agents[0].collect(family, task_generator(0, "train"))
+    agents[1].collect(family, task_generator(0, "train"))  # the same draws, so both agents stand alike
+    big = dataclasses.replace(ro, rewards=ro.rewards * 1000)
+    agents[0].update(ro)
+    agents[1].update(big)
+    assert agents[1].return_moments.var.item() == pytest.approx(agents[0].return_moments.var.item() * 1e6)
+    for p, q in zip(agents[0].params, agents[1].params):
+        assert torch.allclose(p, q, atol=1e-5)
