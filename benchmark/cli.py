@@ -70,6 +70,9 @@ def run(
     ] = Path("results"),
     threads: Annotated[Optional[int], typer.Option(
         help="Torch threads per run (default: the cores shared out among the workers).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (runs, already done, to do, the estimated time, and the runs to do "
+        "by task and agent) and exit without training.")] = False,
 ) -> None:
     """Meta-train and score agents x tasks x seeds, one record per run.
 
@@ -98,8 +101,12 @@ def run(
         typer.echo(f"note: {note}")
     if not runs:
         _fail("nothing to run for this selection", 2)
+    header = f"on profile {prof.name} -> {results}/{prof.name}/"
+    if dry_run:
+        _print_plan(runs, results, workers, header)
+        return
     _check_writable(results)
-    out = _sweep(runs, results, workers, threads, header=f"on profile {prof.name} -> {results}/{prof.name}/")
+    out = _sweep(runs, results, workers, threads, header=header)
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
                + (f", {len(out.by_other)} finished by another sweep" if out.by_other else "")
@@ -328,6 +335,27 @@ def _check_writable(results: Path) -> None:
         _fail(f"cannot write records under {results}: {e.strerror or e}", 2)
 
 
+def _plan_line(runs, results: Path, workers: int | None, header: str) -> list:
+    """Print "N runs <header>: K already done, M to do, about <time> ..."; return the runs to do."""
+    from .runner import pending
+
+    todo_runs = pending(runs, results)
+    todo = len(todo_runs)
+    cores = os.cpu_count() or 1
+    typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do"
+               + _estimate(todo_runs, results, min(workers or cores, max(todo, 1))))
+    return todo_runs
+
+
+def _print_plan(runs, results: Path, workers: int | None, header: str) -> None:
+    """``run --dry-run``: the plan line, then the runs to do, one line per (suite, task, agent) with its seeds."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for spec in _plan_line(runs, results, workers, header):
+        groups.setdefault((spec.suite, spec.task, spec.agent), []).append(spec.seed)
+    for (suite_name, task, agent), seeds in groups.items():
+        typer.echo(f"  to do: {suite_name}/{task}/{agent} seeds {', '.join(map(str, seeds))}")
+
+
 def _sweep(runs, results: Path, workers: int | None, threads: int | None = None, header: str = "",
            resumable: bool = True):
     """run_sweep with a header (planned, already done, to do), one line per started and finished run, and
@@ -335,13 +363,10 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     from metabench.envs import make_family
 
     from .progress import SweepProgress
-    from .runner import SweepInterrupted, pending, run_sweep
+    from .runner import SweepInterrupted, run_sweep
 
-    todo_runs = pending(runs, results)
-    todo = len(todo_runs)
+    todo = len(_plan_line(runs, results, workers, header))
     cores = os.cpu_count() or 1
-    typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do"
-               + _estimate(todo_runs, results, min(workers or cores, max(todo, 1))))
     if workers is not None and workers > cores:
         typer.echo(f"note: --workers {workers} is more than the {cores} cores of this machine")
     with SweepProgress(todo, enabled=sys.stdout.isatty()) as progress:

@@ -292,3 +292,17 @@ def test_the_log_says_what_is_planned_and_when_each_run_starts(tmp_path):
                         "worker from earlier records' wall times")
     assert lines[1] == "started  efficiency/harlow/random/seed1"
     assert lines[2].startswith("[1/1] ok     efficiency/harlow/random/seed1")
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    base = ("run", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--profile", "smoke",
+            "--workers", "1", "--results", str(tmp_path))
+    assert cli(*base, "--seeds", "1").exit_code == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = cli(*base, "--seeds", "3", "--dry-run")
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == [
+        f"3 runs on profile smoke -> {tmp_path}/smoke/: 1 already done, 2 to do, about 1 min on 1 worker from "
+        "earlier records' wall times",
+        "  to do: efficiency/harlow/random seeds 1, 2"]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
