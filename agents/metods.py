@@ -84,6 +84,7 @@ class MetODSConfig(RecurrentConfig):
     """Initial write coefficient β[s, s] is write_init / N."""
     form: Literal["auto", "direct", "symbolic"] = "auto"
     """How the update is computed (same numbers): direct below N = 32, symbolic from it, under auto."""
+
     def __post_init__(self):
         super().__post_init__()
         if self.N < 1 or self.S < 1 or self.encoder_hidden < 0:
@@ -108,11 +109,6 @@ class MetODSCore(MemoryCore):
     """The MetODS memory: state W ``[B, N, N]``, output V[S] ``[B, N]``."""
 
     diagnostic_names = ("w_norm", "w_carry_gain")
-    kernel_path: str
-    """What :meth:`trial` runs: ``fused`` or ``autograd`` (``MetODSConfig.kernel`` resolved at construction;
-    ``compile`` applies only to ``autograd``)."""
-    kernel_reason: str | None
-    """Why :attr:`kernel_path` is not ``fused`` under ``kernel="auto"`` (e.g. the MLP write); None otherwise."""
 
     def __init__(self, in_dim: int, cfg: MetODSConfig):
         super().__init__()
@@ -149,15 +145,7 @@ class MetODSCore(MemoryCore):
         elif cfg.write == "mlp":
             self.mlp = _tanh_mlp(n, n, n)
         self.W0 = nn.Parameter(torch.zeros(n, n), requires_grad=cfg.w0 == "learned")
-        self.kernel_path, self.kernel_reason = self._select_kernel(cfg)
-
-    @staticmethod
-    def _select_kernel(cfg: MetODSConfig) -> tuple[str, str | None]:
-        """``(kernel_path, why not fused)``: :meth:`MemoryCore.select_kernel` with the fused kernel's coverage."""
-        try:
-            return MemoryCore.select_kernel(cfg.kernel, metods_fused.covers(cfg), metods_fused)
-        except ValueError as e:
-            raise ValueError(f"MetODS {e}") from None
+        self.use_kernel("MetODS", cfg.kernel, metods_fused.covers(cfg), metods_fused)
 
     # Coefficients --------------------------------------------------------------------------
     def beta(self) -> torch.Tensor:
@@ -208,7 +196,7 @@ class MetODSCore(MemoryCore):
 
         Fused: the encoder runs once over all steps (v0 does not depend on W), κ and β(θ) are prepared here,
         and the C++ call does the S recursions of every step and their backward."""
-        if self.kernel_path != "fused" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        if not self.runs_fused(x):
             return super().trial(x, active, state, step=step, tbptt=tbptt)
         t, b, f = x.shape
         v0 = self.encode(x.reshape(t * b, f)).view(t, b, -1)

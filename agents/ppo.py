@@ -386,5 +386,6 @@ def sample_action(dist: torch.distributions.Distribution, generator: torch.Gener
     return mean + std * torch.randn(mean.shape, generator=generator)
 
 
-__all__ = ["Evaluated", "OnPolicyAgent", "PPOConfig", "Rollout", "RunningMoments", "clip_grad_norm", "discounted_returns", "gae",
+__all__ = ["Evaluated", "OnPolicyAgent", "PPOConfig", "Rollout", "RunningMoments", "clip_grad_norm",
+           "discounted_returns", "gae",
            "masked_standardize", "sample_action"]

@@ -22,7 +22,8 @@ class RandomAgent(Agent):
         return 0  # nothing to learn
 
     def stateful(self) -> dict[str, Any]:
-        return {"generator": GeneratorState(self.action_generator)}  # nothing learned, but where its action stream stands
+        # nothing learned, but where its action stream stands
+        return {"generator": GeneratorState(self.action_generator)}
 
     def initial_memory(self, batch_size: int) -> Any:
         return None

@@ -57,27 +57,35 @@ class MemoryCore(nn.Module):
     kernel_path: str = "autograd"
     """What :meth:`trial` runs: ``autograd`` (the step, once per env step) or a core's own fused kernel."""
     kernel_reason: str | None = None
-    """Why :attr:`kernel_path` is not ``fused`` under ``kernel="auto"``; None otherwise."""
+    """Why :attr:`kernel_path` is not ``fused`` under ``kernel="auto"`` (e.g. MetODS's MLP write); None otherwise
+    (:meth:`use_kernel` sets both)."""
 
     @abstractmethod
     def initial_state(self, batch: int) -> Any: ...
 
-    @staticmethod
-    def select_kernel(requested: str, not_covered: str | None, fused: Any) -> tuple[str, str | None]:
-        """``(kernel_path, why not fused)`` for a core whose fused kernel is the module ``fused`` (with
-        ``available()`` and ``unavailable_reason()``): ``requested`` is the config's ``kernel``, ``not_covered``
-        why that kernel does not compute this config (None: it does). The reason is None when the path is
-        ``fused`` and under ``kernel="autograd"``; ``kernel="fused"`` that cannot run raises."""
+    def use_kernel(self, name: str, requested: str, not_covered: str | None, fused: Any) -> None:
+        """Set :attr:`kernel_path` and :attr:`kernel_reason` for a core whose fused kernel is the module ``fused``
+        (with ``available()`` and ``unavailable_reason()``): ``requested`` is the config's ``kernel``,
+        ``not_covered`` why that kernel does not compute this config (None: it does). The reason stays None when
+        the path is ``fused`` and under ``kernel="autograd"``; ``kernel="fused"`` that cannot run raises, naming
+        the agent (``name``)."""
+        self.kernel_path, self.kernel_reason = "autograd", None
         if requested == "autograd":
-            return "autograd", None
+            return
         reason = not_covered
         if reason is None and not fused.available():
             reason = f"the fused extension did not build: {fused.unavailable_reason()}"
         if reason is None:
-            return "fused", None
-        if requested == "fused":
-            raise ValueError(f"kernel='fused' cannot run this config: {reason}")
-        return "autograd", reason
+            self.kernel_path = "fused"
+        elif requested == "fused":
+            raise ValueError(f"{name} kernel='fused' cannot run this config: {reason}")
+        else:
+            self.kernel_reason = reason
+
+    def runs_fused(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`trial` on inputs ``x`` takes the core's fused kernel: its path is ``fused`` and ``x`` is
+        a CPU tensor of float32 or float64 (anything else steps the autograd path)."""
+        return self.kernel_path == "fused" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
     def diagnostics(self, state: Any) -> dict[str, float]:
         """Scalars worth logging about a state (MetODS: ‖W‖)."""
@@ -177,7 +185,7 @@ class RecurrentAgent(OnPolicyAgent):
 
     def run_info(self) -> dict[str, str]:
         """How this agent computes, for the run's record: ``memory_kernel``, the path of the core's trial
-        (``fused`` or ``autograd``; see :attr:`MetODSCore.kernel_path <metabench.agents.metods.MetODSCore>`)."""
+        (``fused`` or ``autograd``; see :attr:`MemoryCore.kernel_path`)."""
         return {"memory_kernel": self.core.kernel_path}
 
     # What the trainer asks -------------------------------------------------------------------

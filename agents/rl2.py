@@ -36,10 +36,7 @@ class GRUCore(MemoryCore):
         super().__init__()
         self.hidden_dim = hidden
         self.cell = nn.GRUCell(in_dim, hidden)
-        try:
-            self.kernel_path, self.kernel_reason = self.select_kernel(kernel, None, gru_fused)
-        except ValueError as e:
-            raise ValueError(f"RL² {e}") from None
+        self.use_kernel("RL²", kernel, None, gru_fused)
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.hidden_dim)
@@ -50,7 +47,7 @@ class GRUCore(MemoryCore):
 
     def trial(self, x: torch.Tensor, active: torch.Tensor, state: torch.Tensor, *, step=None, tbptt: int = 0):
         """The fused kernel where :attr:`kernel_path` is ``fused`` (CPU, float32 or float64), else stepping."""
-        if self.kernel_path != "fused" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        if not self.runs_fused(x):
             return super().trial(x, active, state, step=step, tbptt=tbptt)
         return gru_fused.trial(self.cell, x, active, state, tbptt)
 

@@ -14,7 +14,6 @@ from .tables import retention_table, task_table
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-
 def run_command(suite_name: str, task: str, profile: str, prof, group) -> str:
     """The ``metabench run`` that produces the group's records: its agents, and ``--seeds`` where some agent
     has more seeds than the profile's default (seeds 0..K-1 of the agent with the most)."""
@@ -22,6 +21,7 @@ def run_command(suite_name: str, task: str, profile: str, prof, group) -> str:
     seeds = max((r["seed"] + 1 for records in group.ok.values() for _p, r in records), default=0)
     extra = f" --seeds {seeds}" if prof and seeds > prof.seeds else ""
     return f"metabench run --suite {suite_name} --tasks {task} --profile {profile} --agents {agents}{extra}"
+
 
 def _tasks_of(groups: dict[tuple[str, str], Group], profile: str, suite) -> list[tuple[str, Group]]:
     """The profile's (task, group) in the suite's task order."""
@@ -99,7 +99,8 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]],
                 tests = f"{prof.test_tasks_for(task):,} held-out test tasks per seed" if prof else "held-out test tasks"
                 agents = agent_order(group.ok)
                 out += [f"**{suite_name} / `{task}`, profile `{profile}`** ({budget}{tests}; "
-                        f"`{run_command(suite_name, task, profile, prof, group)}`; full table: [`reports/{suite_name}.md`]"
+                        f"`{run_command(suite_name, task, profile, prof, group)}`; "
+                        f"full table: [`reports/{suite_name}.md`]"
                         f"(reports/{suite_name}.md))", ""]
                 agg = aggs.get((suite_name, profile, task))
                 head = ["agent", "seeds", f"{metric} (mean ± std over test episodes)", "per-seed means",
