@@ -328,6 +328,13 @@ COMPARE_CASES = ("metods-maze-ppo", "metods-harlow-ppo", "metods-ant_dir-ppo", "
 """The training defaults of ``--compare``: the maze, Harlow and Ant-dir as a sweep trains them."""
 
 
+def _config_fields(case: str) -> set[str]:
+    """The config fields of the case's agent (whether it has ``compile``, ``kernel``)."""
+    from metabench.agents import AGENTS
+
+    return {f.name for f in dataclasses.fields(AGENTS.get(CASES[case][0]).cls.Config)}
+
+
 def _case_command(case: str, quick: bool, kernel: str | None, threads: int, compiled: bool | None) -> list[str]:
     cmd = [sys.executable, "-m", "metabench.throughput", "--case", case, "--threads", str(threads)]
     cmd += {True: ["--compiled"], False: ["--eager"], None: []}[compiled]
@@ -350,15 +357,12 @@ def compare_table(quick: bool) -> None:
     (``kernel="autograd"``; MetODS compiled) and on today's default (``kernel="auto"``: fused where covered), laid
     out as a sweep runs: one process on all cores, and one single-thread process per core at once (what
     ``--workers N --threads 1`` does; their env-steps/s summed)."""
-    from metabench.agents import AGENTS
-
     cores = os.cpu_count() or 1
     print(f"| case | kernel | memory kernel | 1 process x {cores} threads | {cores} processes x 1 thread (sum) | "
           f"peak RSS per process (GB) |")
     print("|---|---|---|---|---|---|")
     for case in COMPARE_CASES:
-        fields = {f.name for f in dataclasses.fields(AGENTS.get(CASES[case][0]).cls.Config)}
-        kernels = ("autograd", "auto") if "kernel" in fields else (None,)
+        kernels = ("autograd", "auto") if "kernel" in _config_fields(case) else (None,)
         for kernel in kernels:
             one = _run_parallel([_case_command(case, quick, kernel, cores, None)])
             many = _run_parallel([_case_command(case, quick, kernel, 1, None)] * cores)
@@ -420,26 +424,18 @@ def main() -> None:
           f"(B=256, random actions).\n")
     print("| case | mode | memory kernel | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
     print("|---|---|---|---|---|---|---|---|")
-    from metabench.agents import AGENTS
-
-    for case, (agent_name, _, _) in CASES.items():
-        modes = (False, True) if "compile" in {f.name for f in dataclasses.fields(AGENTS.get(agent_name).cls.Config)} \
-            else (False,)
+    for case in CASES:
+        modes = (False, True) if "compile" in _config_fields(case) else (False,)
         for compiled in modes:
-            cmd = [sys.executable, "-m", "metabench.throughput", "--case", case] + (["--compiled"] if compiled else
-                                                                                    ["--eager"])
-            cmd += ["--quick"] if args.quick else []
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"| {case} | {'compiled' if compiled else 'eager'} | | "
-                      f"failed: {out.stderr.strip().splitlines()[-1]} |")
+            mode = "compiled" if compiled else "eager"
+            r = _run_parallel([_case_command(case, args.quick, None, os.cpu_count() or 1, compiled)])
+            if isinstance(r, str):
+                print(f"| {case} | {mode} | | {r} |")
                 continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {case} | {'compiled' if compiled else 'eager'} | {r['memory_kernel']} | "
-                  f"{r['env_steps_per_s']:,.0f} | "
+            r = r[0]
+            print(f"| {case} | {mode} | {r['memory_kernel']} | {r['env_steps_per_s']:,.0f} | "
                   f"{r['collect_share']:.0%} | {r['peak_rss_gb']:.2f} | {r['batch_tasks']} | {r['ppo_epochs']} |",
                   flush=True)
-
 
 if __name__ == "__main__":
     main()
