@@ -201,8 +201,12 @@ class MetODSCore(MemoryCore):
         t, b, f = x.shape
         v0 = self.encode(x.reshape(t * b, f)).view(t, b, -1)
         L = self.L if self.cfg.write == "linear" else None
+        mlp = None
+        if self.cfg.write == "mlp":
+            m1, m2 = self.mlp[0], self.mlp[2]
+            mlp = (m1.weight, m1.bias, m2.weight, m2.bias)
         return metods_fused.trial(v0, active, state, self.alpha, L, self.kappa, self.beta(), self.cfg.nonlinearity,
-                                  tbptt=tbptt)
+                                  tbptt=tbptt, mlp=mlp)
 
     def forward(self, x: torch.Tensor, W: torch.Tensor):
         if self.symbolic:

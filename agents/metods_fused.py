@@ -18,11 +18,11 @@ gradients, summed in environment order at the end: environments are split
 over ``at::parallel_for`` (torch's intra-op threads) and the result does
 not depend on how many threads ran.
 
-**What it covers** (:func:`covers`): the vanilla and linear writes, both
+**What it covers** (:func:`covers`): the vanilla, linear and MLP writes
+(the MLP is the core's own ``Linear(N, N), tanh, Linear(N, N)``), both
 plasticities (a scalar α is expanded to N x N before the call; autograd sums
 its gradient back), S up to 8, N up to 128, every σ, free or convex β, any
-encoder and ``tbptt``; float32 and float64 on the CPU. The MLP write is not
-in the kernel: the core falls back to autograd.
+encoder and ``tbptt``; float32 and float64 on the CPU.
 
 The extension is compiled on first use (:mod:`metabench.agents.cpp_extension`);
 :func:`available` says whether that worked and remembers why not.
@@ -63,8 +63,8 @@ def extension():
 def covers(cfg) -> str | None:
     """None if the fused kernel computes ``cfg``'s core (a :class:`~metabench.agents.metods.MetODSConfig`),
     else a one-line reason why it does not."""
-    if cfg.write not in ("vanilla", "linear"):
-        return f"write={cfg.write!r} is not in the fused kernel (vanilla and linear are)"
+    if cfg.write not in ("vanilla", "linear", "mlp"):
+        return f"write={cfg.write!r} is not in the fused kernel (vanilla, linear and mlp are)"
     if cfg.S > MAX_S:
         return f"S={cfg.S} is above the fused kernel's {MAX_S}"
     if cfg.N > MAX_N:
@@ -81,33 +81,39 @@ def default_checkpoint(steps: int) -> int:
 
 class MetODSTrial(torch.autograd.Function):
     """``h [T, B, N], W_T [B, N, N] = MetODSTrial.apply(v0, active, W_init, alpha, L, kappa, beta, sigma,
-    checkpoint, tbptt)``: the core over a trial from the encoded inputs (see :func:`trial`)."""
+    checkpoint, tbptt, M1, c1, M2, c2)``: the core over a trial from the encoded inputs (see :func:`trial`)."""
 
     @staticmethod
-    def forward(ctx, v0, active, W_init, alpha, L, kappa, beta, sigma: int, checkpoint: int, tbptt: int):
-        h, W_T, ckpt = extension().forward(v0, active, W_init, alpha, L, kappa, beta, sigma, checkpoint)
-        ctx.save_for_backward(v0, active, ckpt, alpha, L, kappa, beta)
+    def forward(ctx, v0, active, W_init, alpha, L, kappa, beta, sigma: int, checkpoint: int, tbptt: int,
+                M1, c1, M2, c2):
+        h, W_T, ckpt = extension().forward(v0, active, W_init, alpha, L, kappa, beta, sigma, checkpoint,
+                                           M1, c1, M2, c2)
+        ctx.save_for_backward(v0, active, ckpt, alpha, L, kappa, beta, M1, c1, M2, c2)
         ctx.meta = (sigma, checkpoint, tbptt)
         return h, W_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the C++ backward is not itself differentiable
     def backward(ctx, grad_h, grad_W_T):
-        v0, active, ckpt, alpha, L, kappa, beta = ctx.saved_tensors
+        v0, active, ckpt, alpha, L, kappa, beta, M1, c1, M2, c2 = ctx.saved_tensors
         sigma, checkpoint, tbptt = ctx.meta
-        g_v0, g_W, g_alpha, g_L, g_kappa, g_beta = extension().backward(
-            grad_h, grad_W_T, v0, active, ckpt, alpha, L, kappa, beta, sigma, checkpoint, tbptt)
-        return g_v0, None, g_W, g_alpha, g_L, g_kappa, g_beta, None, None, None
+        g_v0, g_W, g_alpha, g_L, g_kappa, g_beta, g_M1, g_c1, g_M2, g_c2 = extension().backward(
+            grad_h, grad_W_T, v0, active, ckpt, alpha, L, kappa, beta, sigma, checkpoint, tbptt, M1, c1, M2, c2)
+        return g_v0, None, g_W, g_alpha, g_L, g_kappa, g_beta, None, None, None, g_M1, g_c1, g_M2, g_c2
 
 
 def trial(v0: torch.Tensor, active: torch.Tensor, W_init: torch.Tensor, alpha: torch.Tensor,
           L: torch.Tensor | None, kappa: torch.Tensor, beta: torch.Tensor, nonlinearity: str = "tanh",
-          checkpoint: int | None = None, tbptt: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+          checkpoint: int | None = None, tbptt: int = 0,
+          mlp: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """The MetODS recursions over a trial: ``h [T, B, N]`` (V[S] of every step) and ``W_T [B, N, N]``.
 
     ``v0`` ``[T, B, N]``: the encoded step inputs; ``active`` ``[T, B]``: where False, the step's output is
     still computed but W is kept (:func:`~metabench.agents.base.keep_inactive`); ``alpha``: ``[N, N]`` or a
-    0-dim scalar; ``L``: ``[N, N]`` (linear write, w = L v) or None (vanilla, w = v); ``kappa``, ``beta``:
+    0-dim scalar; ``L``: ``[N, N]`` (linear write, w = L v) or None (vanilla, w = v, or the MLP write);
+    ``mlp``: ``(M1, c1, M2, c2)``, the MLP write w = M2 tanh(M1 v + c1) + c2 (weights ``[N, N]`` as
+    ``nn.Linear`` holds them, biases ``[N]``), or None; ``kappa``, ``beta``:
     ``[S+1, S+1]`` as :class:`~metabench.agents.metods.MetODSCore` holds and builds them. ``checkpoint``:
     steps between saved states (default ⌈√T⌉); ``tbptt``: no gradient from the state entering step t back
     into earlier steps where t % tbptt == 0 (as :meth:`~metabench.agents.recurrent.MemoryCore.trial`).
@@ -120,11 +126,13 @@ def trial(v0: torch.Tensor, active: torch.Tensor, W_init: torch.Tensor, alpha: t
     sigma = SIGMA_CODES[nonlinearity]
     active = active.to(torch.bool)
     W_init = W_init.contiguous()
-    tensors = (v0, W_init, alpha, L, kappa, beta)
+    M = tuple(mlp) if mlp is not None else (None,) * 4
+    tensors = (v0, W_init, alpha, L, kappa, beta, *M)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return MetODSTrial.apply(v0, active, W_init, alpha, L, kappa, beta, sigma, k, tbptt)
-    h, W_T, _ = extension().forward(v0.detach(), active, W_init.detach(), alpha.detach(),
-                                    None if L is None else L.detach(), kappa.detach(), beta.detach(), sigma, 0)
+        return MetODSTrial.apply(v0, active, W_init, alpha, L, kappa, beta, sigma, k, tbptt, *M)
+    detach = lambda t: None if t is None else t.detach()  # noqa: E731
+    h, W_T, _ = extension().forward(v0.detach(), active, W_init.detach(), alpha.detach(), detach(L),
+                                    kappa.detach(), beta.detach(), sigma, 0, *map(detach, M))
     return h, W_T
 
 

@@ -51,6 +51,7 @@ CASES = {
     "rl2-maze-a2c": ("rl2", "maze", {"batch_tasks": 256, "ppo_epochs": 1, "minibatches": 1}),
     "metods-maze-ppo": ("metods", "maze", {}),  # the maze training default (PPO 4 x 4 minibatches)
     "rl2-maze-ppo": ("rl2", "maze", {}),
+    "metods_mlp-maze-ppo": ("metods_mlp", "maze", {}),  # the MLP-write ablation (fused since the MLP write)
     "maml-harlow-ppo": ("maml", "harlow", {}),  # MAML's training defaults (eager only: no compile option)
     "maml-maze-ppo": ("maml", "maze", {}),
     "metods-ant_dir-ppo": ("metods", "ant_dir", {}),  # the MuJoCo training defaults (PPO 4 x 4, 128 trials; MAML 32)
@@ -323,8 +324,8 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
     }
 
 
-COMPARE_CASES = ("metods-maze-ppo", "metods-harlow-ppo", "metods-ant_dir-ppo", "rl2-maze-ppo", "rl2-harlow-ppo",
-                 "maml-maze-ppo")
+COMPARE_CASES = ("metods-maze-ppo", "metods-harlow-ppo", "metods-ant_dir-ppo", "metods_mlp-maze-ppo", "rl2-maze-ppo",
+                 "rl2-harlow-ppo", "maml-maze-ppo")
 """The training defaults of ``--compare``: the maze, Harlow and Ant-dir as a sweep trains them."""
 
 

@@ -46,7 +46,9 @@ def kernel_inputs(n: int, s: int, write: str, plasticity: str, steps: int, b: in
     W = w_scale * torch.randn(b, n, n, generator=gen, dtype=dtype)
     d = lambda t: t.detach().to(dtype).clone().requires_grad_()  # noqa: E731
     L = d(core.L) if write == "linear" else None
-    return v0.requires_grad_(), active, W.requires_grad_(), d(core.alpha), L, d(core.kappa), d(core.beta())
+    mlp = tuple(d(t) for t in (core.mlp[0].weight, core.mlp[0].bias, core.mlp[2].weight, core.mlp[2].bias)) \
+        if write == "mlp" else None
+    return v0.requires_grad_(), active, W.requires_grad_(), d(core.alpha), L, d(core.kappa), d(core.beta()), mlp
 
 
 # gradcheck in float64 ------------------------------------------------------------------------
@@ -54,25 +56,24 @@ def kernel_inputs(n: int, s: int, write: str, plasticity: str, steps: int, b: in
 @pytest.mark.parametrize("sigma", ["tanh", "relu", "identity"])
 @pytest.mark.parametrize("S", [1, 2, 4])
 @pytest.mark.parametrize("plasticity", ["elementwise", "scalar"])
-@pytest.mark.parametrize("write", ["vanilla", "linear"])
+@pytest.mark.parametrize("write", ["vanilla", "linear", "mlp"])
 def test_gradcheck(write, plasticity, S, sigma):
-    """Every input's gradient (v0, W_init, alpha, L, kappa, beta), T = 5 with checkpoints every 2 steps.
+    """Every input's gradient (v0, W_init, alpha, L or the MLP's weights and biases, kappa, beta), T = 5 with
+    checkpoints every 2 steps.
 
     relu: its kink is at z = 0, where no random pre-activation falls within gradcheck's eps. relu and identity
     reads are unbounded (W grows doubly exponentially at S = 4 from inputs of order 1), so their inputs are
     smaller."""
-    v0, active, W, alpha, L, kappa, beta = kernel_inputs(5, S, write, plasticity, steps=5, b=3, seed=S,
-                                                         v_scale=1.0 if sigma == "tanh" else 0.3)
-    inputs = (v0, W, alpha, L, kappa, beta) if L is not None else (v0, W, alpha, kappa, beta)
+    v0, active, W, alpha, L, kappa, beta, mlp = kernel_inputs(5, S, write, plasticity, steps=5, b=3, seed=S,
+                                                              v_scale=1.0 if sigma == "tanh" else 0.3)
+    extra = (L,) if L is not None else mlp or ()
 
-    def fn(*xs):
-        xs = list(xs)
-        if L is None:
-            xs.insert(3, None)
-        v, w, a, l, k, bt = xs
-        return metods_fused.trial(v, active, w, a, l, k, bt, sigma, checkpoint=2)
+    def fn(v, w, a, k, bt, *ex):
+        l = ex[0] if write == "linear" else None
+        m = ex if write == "mlp" else None
+        return metods_fused.trial(v, active, w, a, l, k, bt, sigma, checkpoint=2, mlp=m)
 
-    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradcheck(fn, (v0, W, alpha, kappa, beta, *extra))
 
 
 @pytest.mark.parametrize("tbptt, checkpoint", [(2, 2), (3, 2), (3, 4), (1, 3), (4, 9)])
@@ -129,23 +130,24 @@ def trial_data(steps: int, b: int, n: int, seed: int, dtype=torch.float32):
     return x, active, grad_h, grad_W
 
 
-@pytest.mark.parametrize("form", ["symbolic", "direct"])
-def test_production_size_matches_autograd(form):
+@pytest.mark.parametrize("form, write", [("symbolic", "linear"), ("direct", "linear"), ("symbolic", "mlp")])
+def test_production_size_matches_autograd(form, write):
     """N = 64, S = 4, T = 100, B = 16 in float32: outputs and every parameter's gradient.
 
     Both float32 paths are compared with the float64 autograd path (the truth here): 100 steps of BPTT
     through a plastic recurrence amplify float32 rounding (to ~2e-4 of the largest gradient entry seen on
     either path), so the fused kernel must be as close to the truth as autograd's float32 is, and close
     to autograd's float32 itself."""
-    cfg = MetODSConfig(N=64, S=4, form=form)
+    cfg = MetODSConfig(N=64, S=4, form=form, write=write)
     fused, auto = core_pair(cfg, seed=3, scale=0.05)
     x, active, gh, gW = trial_data(100, 16, 64, seed=4)
     got = trial_outputs(fused, x, active, gh, gW)
     ref = trial_outputs(auto, x, active, gh, gW)
     auto.double()
     truth = trial_outputs(auto, x.double(), active, gh.double(), gW.double())
-    assert set(got[2]) == set(ref[2]) == {"W0", "alpha", "kappa", "beta_carry", "beta_mix", "beta_write", "L",
-                                          "encoder.weight", "encoder.bias"}
+    write_params = {"L"} if write == "linear" else {"mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
+    assert set(got[2]) == set(ref[2]) == {"W0", "alpha", "kappa", "beta_carry", "beta_mix", "beta_write",
+                                          "encoder.weight", "encoder.bias"} | write_params
     pairs = [("h", got[0], ref[0], truth[0]), ("W", got[1], ref[1], truth[1])]
     pairs += [(k, got[2][k], ref[2][k], truth[2][k]) for k in got[2]]
     for name, g, r, t in pairs:
@@ -160,6 +162,8 @@ def test_production_size_matches_autograd(form):
     (40, 2, "vanilla", "scalar", "relu"),         # 3 vectors per row
     (128, 1, "linear", "elementwise", "tanh"),    # 8 vectors per row
     (80, 3, "linear", "elementwise", "tanh"),     # the generic instantiation (S = 3, 5 vectors per row)
+    (20, 4, "mlp", "scalar", "tanh"),             # the MLP write at Harlow's size
+    (80, 3, "mlp", "elementwise", "relu"),        # the MLP write, generic instantiation
 ])
 def test_compiled_in_shapes_match_autograd(n, S, write, plasticity, sigma):
     """Each compiled-in (S, row width) instantiation and the generic one, float32 and float64."""
@@ -205,9 +209,9 @@ def fused_against_reference(cfg: MetODSConfig, seed: int, dtype, steps: int = 5,
 
 @pytest.mark.parametrize("plasticity", ["elementwise", "scalar"])
 @pytest.mark.parametrize("S", [1, 2, 4])
-@pytest.mark.parametrize("write", ["vanilla", "linear"])
+@pytest.mark.parametrize("write", ["vanilla", "linear", "mlp"])
 def test_fused_matches_per_environment_reference(write, S, plasticity):
-    """tests/test_metods.py's reference test, run through the fused trial (MLP write: not covered)."""
+    """tests/test_metods.py's reference test, run through the fused trial."""
     cfg = MetODSConfig(N=5, S=S, write=write, plasticity=plasticity)
     assert fused_against_reference(cfg, 0, torch.float64) < 1e-12
     assert fused_against_reference(cfg, 0, torch.float32) < 1e-5
@@ -283,25 +287,30 @@ def test_gradients_do_not_depend_on_the_thread_count():
 
 # Coverage and fallback ----------------------------------------------------------------------------
 
-def test_mlp_write_falls_back_under_auto_and_says_why():
-    core = MetODSCore(IN_DIM, MetODSConfig(N=6, S=2, write="mlp", kernel="auto"))
+def test_uncovered_config_falls_back_under_auto_and_says_why():
+    big_s = metods_fused.MAX_S + 1
+    core = MetODSCore(IN_DIM, MetODSConfig(N=6, S=big_s, kernel="auto"))
     assert metods_fused.covers(core.cfg) is not None
-    assert core.kernel_path == "autograd" and "mlp" in core.kernel_reason
+    assert core.kernel_path == "autograd" and f"S={big_s}" in core.kernel_reason
     family = Harlow(HarlowConfig(max_steps=10))
-    mlp = dataclasses.replace(AGENTS.get("metods_mlp").config(family, PROFILES.get("smoke")), kernel="auto")
-    assert MetODSAgent(family, mlp, seed=0).run_info() == {"memory_kernel": "autograd"}
-    linear = dataclasses.replace(AGENTS.get("metods").config(family, PROFILES.get("smoke")), kernel="auto")
-    assert MetODSAgent(family, linear, seed=0).run_info() == {"memory_kernel": "fused"}
+    uncovered = dataclasses.replace(AGENTS.get("metods").config(family, PROFILES.get("smoke")), S=big_s,
+                                    kernel="auto")
+    assert MetODSAgent(family, uncovered, seed=0).run_info() == {"memory_kernel": "autograd"}
+    for name in ("metods", "metods_mlp", "metods_vanilla", "metods_no_alpha", "metods_s1", "metods_s2"):
+        cfg = dataclasses.replace(AGENTS.get(name).config(family, PROFILES.get("smoke")), kernel="auto")
+        assert MetODSAgent(family, cfg, seed=0).run_info() == {"memory_kernel": "fused"}, name
     assert AGENTS.get("metods").config(family, PROFILES.get("smoke")).kernel == "auto"  # the default
     assert RL2Agent(family, AGENTS.get("rl2").config(family, PROFILES.get("smoke")),
                     seed=0).run_info() == {"memory_kernel": "fused"}  # RL²'s own fused GRU (test_gru_fused.py)
 
 
 def test_fused_kernel_where_it_cannot_run_raises():
-    with pytest.raises(ValueError, match="mlp"):
-        MetODSCore(IN_DIM, MetODSConfig(N=6, S=2, write="mlp", kernel="fused"))
+    big_n = metods_fused.MAX_N + 1
+    with pytest.raises(ValueError, match=f"N={big_n}"):
+        MetODSCore(IN_DIM, MetODSConfig(N=big_n, S=2, kernel="fused"))
     family = Harlow(HarlowConfig(max_steps=10))
-    cfg = dataclasses.replace(AGENTS.get("metods_mlp").config(family, PROFILES.get("smoke")), kernel="fused")
+    cfg = dataclasses.replace(AGENTS.get("metods").config(family, PROFILES.get("smoke")), S=metods_fused.MAX_S + 1,
+                              kernel="fused")
     with pytest.raises(ValueError, match="kernel='fused'"):
         MetODSAgent(family, cfg, seed=0)
 

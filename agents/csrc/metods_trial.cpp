@@ -4,7 +4,8 @@
 // The step (agents/metods.py, symbolic form), per environment, W = W_{t-1}:
 //
 //     z_s = c_{s-1} W v_{s-1} + sum_{r <= s-2} a_{s-1,r} v_r * (alpha (w_r * v_{s-1}))     s = 1..S
-//     v_s = sum_{l < s} kappa[s,l] v_l + kappa[s,s] sigma(z_s),   w_r = L v_r (or v_r)
+//     v_s = sum_{l < s} kappa[s,l] v_l + kappa[s,s] sigma(z_s),
+//     w_r = L v_r (linear), v_r (vanilla) or M2 tanh(M1 v_r + c1) + c2 (MLP)
 //     W_t = c_S W + alpha * sum_{r < S} a_{S,r} v_r w_r^T       (W_t = W_{t-1} where inactive)
 //
 // with c, a the weights of W_{t-1} and of each write in W^(s), built from beta. v0 (the encoder's
@@ -106,11 +107,16 @@ struct Aligned {  // 64-byte aligned scratch, zeroed
 template <typename T>
 struct Params {
   int N, NP, nv, S, sigma;
-  bool has_L;
+  bool has_L;   // a matrix read of v in the forward pass: L (linear write) or the MLP's first layer
+  bool mlp;     // MLP write: w = M2 tanh(M1 v + c1) + c2 (M1 in LT / Lm)
   const T* AT;  // alpha^T, N x NP
   const T* A;   // alpha, N x NP
-  const T* LT;  // L^T (linear write)
-  const T* Lm;  // L
+  const T* LT;  // L^T (linear write) or M1^T (MLP write)
+  const T* Lm;  // L or M1
+  const T* M2T; // M2^T, M2 and the biases (padded to NP): MLP write only
+  const T* M2m;
+  const T* c1;
+  const T* c2;
   T kappa[SMAX + 1][SMAX + 1];
   T c[SMAX + 1];             // c[s]: weight of W_{t-1} in W^(s)
   T a[SMAX + 1][SMAX + 1];   // a[s][r]: weight in W^(s) of the write made at recursion r + 1 (r < s)
@@ -190,7 +196,7 @@ struct Kernel {
   }
 
   // Per-step vectors, each NP long: V(s) s = 0..S, W(r) = w_r r < S, R(s) = sigma(z_s) and
-  // Z(s) = W_{t-1} v_{s-1} s = 1..S, Q(s, r) = alpha (w_r * v_{s-1}).
+  // Z(s) = W_{t-1} v_{s-1} s = 1..S, Q(s, r) = alpha (w_r * v_{s-1}); MLP write: H(r) = tanh(M1 v_r + c1).
   struct Vecs {
     T* base; int NP, S;
     T* V_(int s) const { return base + s * NP; }
@@ -198,6 +204,8 @@ struct Kernel {
     T* R_(int s) const { return base + (2 * S + s) * NP; }
     T* Z_(int s) const { return base + (3 * S + s) * NP; }
     T* Q_(int s, int r) const { return base + (4 * S + 1 + qidx(s, r)) * NP; }
+    static int h_offset(int S) { return 4 * S + 1 + S * (S - 1) / 2; }  // in vectors
+    T* H_(int r) const { return base + (h_offset(S) + r) * NP; }
   };
 
   static inline void add_to(T* a, V x) { st(a, ld(a) + x); }
@@ -398,9 +406,15 @@ struct Kernel {
       else pass.template operator()<false>();
       T* z_raw = vec.Z_(s);
       T* w = vec.W_(s - 1);
+      if (p.mlp) {  // w = M2 h + c2, h = tanh(M1 v + c1) (accW = M1 v); padding stays zero
+        T* hid = vec.H_(s - 1);
+        UNROLL for (int c = 0; c < nv; ++c) st(hid + c * LANES, tanh_v(accW[c] + ld(p.c1 + c * LANES)));
+        vecmat(N, NP, nv, p.M2T, hid, w, s & 1);
+        UNROLL for (int c = 0; c < nv; ++c) add_to(w + c * LANES, ld(p.c2 + c * LANES));
+      }
       UNROLL for (int c = 0; c < nv; ++c) {
         st(z_raw + c * LANES, accZ[c]);
-        st(w + c * LANES, p.has_L ? accW[c] : ld(v + c * LANES));
+        if (!p.mlp) st(w + c * LANES, p.has_L ? accW[c] : ld(v + c * LANES));
       }
       UNROLL for (int r = 0; r < SA; ++r)
         if (r < nr) UNROLL for (int c = 0; c < nv; ++c) st(vec.Q_(s, r) + c * LANES, accQ[r][c]);
@@ -477,6 +491,7 @@ struct Kernel {
   // gradient accumulators (gAT: alpha^T's layout, gL, and the scalars gk, gc, ga).
   struct Grads {
     T* gv0; T* gW_init; T* gAT; T* gL; T* gk; T* gc; T* ga;  // gk, ga: (SMAX+1)^2 per env, gc: SMAX+1
+    T* gM2; T* gc1; T* gc2;  // MLP write: M2 (N x NP per env; gL holds M1's), the biases (NP per env)
   };
 
   static void backward(const Params<T>& p, int T_, int B, int b0, int b1, int k, int tbptt, const T* v0,
@@ -492,6 +507,7 @@ struct Kernel {
     Aligned<T> atil_b(S * NP);
     Aligned<T> E_b((size_t)std::max(kk * nq, 1) * NP), Y_b((size_t)std::max(kk * nq, 1) * NP);
     Aligned<T> GW_b((size_t)kk * S * NP);
+    Aligned<T> GZ_b(p.mlp ? (size_t)kk * S * NP : 1);  // MLP write: gradients of M1 v_r + c1 (records for gM1)
     Aligned<T> gX_b(N * NP), Gw_b(S * NP), GTv_b(S * NP), dots_b((size_t)S * NP * LANES);
     Aligned<T> gv_b((S + 1) * NP), tmp_b(2 * NP), gy_b(S * NP);
     Aligned<T> pgz_b(S * NP), pcv_b(S * NP);  // pending terms of the step after: gz_s, c_{s-1} v_{s-1}
@@ -509,6 +525,9 @@ struct Kernel {
     for (int b = b0; b < b1; ++b) {
       T* gAT = g.gAT + (size_t)b * N * NP;
       T* gL = p.has_L ? g.gL + (size_t)b * N * NP : nullptr;
+      T* gM2 = p.mlp ? g.gM2 + (size_t)b * N * NP : nullptr;
+      T* gc1 = p.mlp ? g.gc1 + (size_t)b * NP : nullptr;
+      T* gc2 = p.mlp ? g.gc2 + (size_t)b * NP : nullptr;
       std::fill(accK, accK + (size_t)(2 * SQ + SMAX + 1) * LANES, T(0));
       const T* gWT = grad_W_T + (size_t)b * N * N;
       std::fill(gX, gX + N * NP, T(0));
@@ -539,7 +558,8 @@ struct Kernel {
           const bool act = active[(size_t)t * B + b];
           Vecs vec{vec_b.get() + (size_t)i * nvecs * NP, NP, S};
           const T* Xprev = Xs_b.get() + (size_t)slot[i] * N * NP;
-          T* gw = GW_b.get() + (size_t)i * S * NP;  // gradients of w_r: also the records for gL
+          T* gw = GW_b.get() + (size_t)i * S * NP;  // gradients of w_r: also the records for gL (gM2)
+          T* gzw = GZ_b.get() + (size_t)i * S * NP;  // MLP write: gradients of M1 v_r + c1
           T* E = E_b.get() + (size_t)i * nq * NP;     // records for alpha's read terms
           T* Y = Y_b.get() + (size_t)i * nq * NP;
           row_pass(p, vec, Xprev, PT_b.get() + (size_t)i * N * NP, act, pending, cut, mult, pgz_b.get(), pcv_b.get(),
@@ -565,7 +585,21 @@ struct Kernel {
           for (int s = S; s >= 0; --s) {
             T* gvs = gv + s * NP;
             if (s < S) {  // w_s's gradient is complete: into v_s
-              if (p.has_L) {
+              if (p.mlp) {
+                // w_s = M2 h_s + c2, h_s = tanh(M1 v_s + c1): gh = M2^T gw_s, gu = gh * (1 - h_s^2), gv_s += M1^T gu
+                const T* gws = gw + s * NP;
+                T* gu = gzw + s * NP;
+                vecmat(N, NP, nv, p.M2m, gws, tmp, s & 1);
+                UNROLL for (int c = 0; c < nv; ++c) {
+                  const V hc = ld(vec.H_(s) + c * LANES);
+                  const V guc = ld(tmp + c * LANES) * (bc(1) - hc * hc);
+                  st(gu + c * LANES, guc);
+                  add_to(gc1 + c * LANES, guc);
+                  add_to(gc2 + c * LANES, ld(gws + c * LANES));
+                }
+                vecmat(N, NP, nv, Lm, gu, tmp2, !(s & 1));
+                UNROLL for (int c = 0; c < nv; ++c) add_to(gvs + c * LANES, ld(tmp2 + c * LANES));
+              } else if (p.has_L) {
                 // gw_s and gw_{s-1} are both complete here (iteration s only adds to gw_r, r <= s-2): their
                 // L^T products in one pass over L, the pair (S-1, S-2), then (S-3, S-4), ...
                 if ((S - 1 - s) % 2 == 0) {
@@ -644,7 +678,12 @@ struct Kernel {
         }
         // Low-rank parameter terms of the segment: alpha from the reads, L from the writes.
         if (nq) rank_update(N, NP, nv, gAT, len, nq, Y_b.get(), (size_t)nq * NP, E_b.get(), (size_t)nq * NP);
-        if (p.has_L) rank_update(N, NP, nv, gL, len, S, GW_b.get(), (size_t)S * NP, vec_b.get(), (size_t)nvecs * NP);
+        if (p.has_L)
+          rank_update(N, NP, nv, gL, len, S, p.mlp ? GZ_b.get() : GW_b.get(), (size_t)S * NP, vec_b.get(),
+                      (size_t)nvecs * NP);
+        if (p.mlp)
+          rank_update(N, NP, nv, gM2, len, S, GW_b.get(), (size_t)S * NP,
+                      vec_b.get() + (size_t)Vecs::h_offset(S) * NP, (size_t)nvecs * NP);
       }
       // gW_init: the pending terms of step 0.
       row_pass(p, Vecs{nullptr, NP, S}, nullptr, nullptr, false, pending, cut, mult, pgz_b.get(), pcv_b.get(), gX,
@@ -787,12 +826,18 @@ void dispatch(int S, int nv, F&& f) {
 template <typename T>
 struct Prepared {  // padded parameter copies and coefficients for one call
   Params<T> p;
-  at::Tensor AT, A, LT, Lm;
+  at::Tensor AT, A, LT, Lm, M2T, M2m, c1, c2;
+};
+
+// The MLP write's parameters (M1 [N, N], c1 [N], M2 [N, N], c2 [N]: nn.Linear weights and biases), or none.
+struct MLP {
+  c10::optional<at::Tensor> M1, c1, M2, c2;
+  bool on() const { return M1.has_value() && M1->defined(); }
 };
 
 template <typename T>
 Prepared<T> prepare(const at::Tensor& alpha, const c10::optional<at::Tensor>& L, const at::Tensor& kappa,
-                    const at::Tensor& beta, int N, int sigma) {
+                    const at::Tensor& beta, int N, int sigma, const MLP& mlp) {
   Prepared<T> out;
   Params<T>& p = out.p;
   constexpr int LANES = VBYTES / sizeof(T);
@@ -801,7 +846,9 @@ Prepared<T> prepare(const at::Tensor& alpha, const c10::optional<at::Tensor>& L,
   p.NP = p.nv * LANES;
   p.S = kappa.size(0) - 1;
   p.sigma = sigma;
-  p.has_L = L.has_value() && L->defined();
+  p.mlp = mlp.on();
+  p.has_L = (L.has_value() && L->defined()) || p.mlp;
+  TORCH_CHECK(!(p.mlp && L.has_value() && L->defined()), "MetODS fused kernel: L and an MLP write both given");
   TORCH_CHECK(p.S >= 1 && p.S <= SMAX, "MetODS fused kernel: S must be in 1..", SMAX);
   TORCH_CHECK(p.nv <= NVMAX, "MetODS fused kernel: N too large");
   auto pad = [&](const at::Tensor& m) {
@@ -814,9 +861,26 @@ Prepared<T> prepare(const at::Tensor& alpha, const c10::optional<at::Tensor>& L,
   out.AT = pad(a.t());
   p.A = out.A.template data_ptr<T>();
   p.AT = out.AT.template data_ptr<T>();
-  p.LT = p.Lm = nullptr;
+  p.LT = p.Lm = p.M2T = p.M2m = p.c1 = p.c2 = nullptr;
+  if (p.mlp) {
+    TORCH_CHECK(mlp.c1 && mlp.M2 && mlp.c2, "MetODS fused kernel: the MLP write needs M1, c1, M2 and c2");
+    auto vec = [&](const at::Tensor& c) {
+      auto o = at::zeros({p.NP}, c.options());
+      o.narrow(0, 0, N).copy_(c);
+      return o;
+    };
+    auto m2 = mlp.M2->contiguous();
+    out.M2m = pad(m2);
+    out.M2T = pad(m2.t());
+    out.c1 = vec(*mlp.c1);
+    out.c2 = vec(*mlp.c2);
+    p.M2m = out.M2m.template data_ptr<T>();
+    p.M2T = out.M2T.template data_ptr<T>();
+    p.c1 = out.c1.template data_ptr<T>();
+    p.c2 = out.c2.template data_ptr<T>();
+  }
   if (p.has_L) {
-    auto l = L->contiguous();
+    auto l = (p.mlp ? *mlp.M1 : *L).contiguous();
     out.Lm = pad(l);
     out.LT = pad(l.t());
     p.Lm = out.Lm.template data_ptr<T>();
@@ -845,14 +909,16 @@ Prepared<T> prepare(const at::Tensor& alpha, const c10::optional<at::Tensor>& L,
     p.a[s][s - 1] = bp[s * W + s];
   }
   p.nq = S * (S - 1) / 2;
-  p.nvecs = 4 * S + 1 + p.nq;
+  p.nvecs = 4 * S + 1 + p.nq + (p.mlp ? S : 0);
   return out;
 }
 
 std::vector<at::Tensor> trial_forward(const at::Tensor& v0, const at::Tensor& active, const at::Tensor& W_init,
                                       const at::Tensor& alpha, const c10::optional<at::Tensor>& L,
                                       const at::Tensor& kappa, const at::Tensor& beta, int64_t sigma,
-                                      int64_t checkpoint) {
+                                      int64_t checkpoint, const c10::optional<at::Tensor>& M1,
+                                      const c10::optional<at::Tensor>& c1, const c10::optional<at::Tensor>& M2,
+                                      const c10::optional<at::Tensor>& c2) {
   TORCH_CHECK(v0.dim() == 3 && active.dim() == 2 && W_init.dim() == 3, "MetODS fused kernel: bad shapes");
   TORCH_CHECK(active.scalar_type() == at::kBool, "MetODS fused kernel: active must be bool");
   const int T_ = v0.size(0), B = v0.size(1), N = v0.size(2);
@@ -863,7 +929,7 @@ std::vector<at::Tensor> trial_forward(const at::Tensor& v0, const at::Tensor& ac
   auto W_T = at::empty_like(Wi);
   at::Tensor ckpt;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "metods_trial_forward", [&] {
-    auto prep = prepare<scalar_t>(alpha, L, kappa, beta, N, (int)sigma);
+    auto prep = prepare<scalar_t>(alpha, L, kappa, beta, N, (int)sigma, MLP{M1, c1, M2, c2});
     const auto& p = prep.p;
     const int k = checkpoint > 0 ? (int)checkpoint : 0;
     if (k) ckpt = at::empty({(T_ + k - 1) / k, B, N, p.NP}, x.options());
@@ -883,7 +949,9 @@ std::vector<at::Tensor> trial_forward(const at::Tensor& v0, const at::Tensor& ac
 std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tensor& grad_W_T, const at::Tensor& v0,
                                        const at::Tensor& active, const at::Tensor& ckpt, const at::Tensor& alpha,
                                        const c10::optional<at::Tensor>& L, const at::Tensor& kappa,
-                                       const at::Tensor& beta, int64_t sigma, int64_t checkpoint, int64_t tbptt) {
+                                       const at::Tensor& beta, int64_t sigma, int64_t checkpoint, int64_t tbptt,
+                                       const c10::optional<at::Tensor>& M1, const c10::optional<at::Tensor>& c1,
+                                       const c10::optional<at::Tensor>& M2, const c10::optional<at::Tensor>& c2) {
   const int T_ = v0.size(0), B = v0.size(1), N = v0.size(2), k = (int)checkpoint;
   TORCH_CHECK(k >= 1 && ckpt.dim() == 4 && ckpt.size(0) == (T_ + k - 1) / k, "MetODS fused kernel: bad checkpoints");
   auto x = v0.contiguous();
@@ -892,9 +960,9 @@ std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tenso
   auto gWT = grad_W_T.contiguous();
   auto g_v0 = at::empty_like(x);
   auto g_Wi = at::empty({B, N, N}, x.options());
-  at::Tensor g_alpha, g_L, g_kappa, g_beta;
+  at::Tensor g_alpha, g_L, g_kappa, g_beta, g_M1, g_c1, g_M2, g_c2;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "metods_trial_backward", [&] {
-    auto prep = prepare<scalar_t>(alpha, L, kappa, beta, N, (int)sigma);
+    auto prep = prepare<scalar_t>(alpha, L, kappa, beta, N, (int)sigma, MLP{M1, c1, M2, c2});
     const auto& p = prep.p;
     const int S = p.S, NP = p.NP;
     constexpr int SQ = (SMAX + 1) * (SMAX + 1);
@@ -903,13 +971,15 @@ std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tenso
     auto gk = at::zeros({B, SQ}, x.options());
     auto gc = at::zeros({B, SMAX + 1}, x.options());
     auto ga = at::zeros({B, SQ}, x.options());
-    typename Kernel<scalar_t, 0, 0>::Grads g{g_v0.data_ptr<scalar_t>(), g_Wi.data_ptr<scalar_t>(),
-                                             gAT.data_ptr<scalar_t>(), p.has_L ? gL.data_ptr<scalar_t>() : nullptr,
-                                             gk.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                             ga.data_ptr<scalar_t>()};
+    auto gM2 = p.mlp ? at::zeros({B, N, NP}, x.options()) : at::Tensor();
+    auto gc1 = p.mlp ? at::zeros({B, NP}, x.options()) : at::Tensor();
+    auto gc2 = p.mlp ? at::zeros({B, NP}, x.options()) : at::Tensor();
+    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    typename Kernel<scalar_t, 0, 0>::Grads g{g_v0.data_ptr<scalar_t>(), g_Wi.data_ptr<scalar_t>(), ptr(gAT), ptr(gL),
+                                             ptr(gk), ptr(gc), ptr(ga), ptr(gM2), ptr(gc1), ptr(gc2)};
     dispatch<scalar_t>(S, p.nv, [&]<int SC, int NVC>() {
       typedef Kernel<scalar_t, SC, NVC> K;
-      typename K::Grads gk_{g.gv0, g.gW_init, g.gAT, g.gL, g.gk, g.gc, g.ga};
+      typename K::Grads gk_{g.gv0, g.gW_init, g.gAT, g.gL, g.gk, g.gc, g.ga, g.gM2, g.gc1, g.gc2};
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         K::backward(p, T_, B, b0, b1, k, (int)tbptt, x.data_ptr<scalar_t>(), act.data_ptr<bool>(),
                     ckpt.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), gWT.data_ptr<scalar_t>(), gk_);
@@ -925,11 +995,25 @@ std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tenso
       g_alpha = at::zeros_like(alpha);
       g_kappa = at::zeros_like(kappa);
       g_beta = at::zeros_like(beta);
-      if (p.has_L) g_L = at::zeros_like(*L);
+      if (p.mlp) {
+        g_M1 = at::zeros_like(*M1);
+        g_c1 = at::zeros_like(*c1);
+        g_M2 = at::zeros_like(*M2);
+        g_c2 = at::zeros_like(*c2);
+      } else if (p.has_L) {
+        g_L = at::zeros_like(*L);
+      }
       return;
     }
     g_alpha = sum_envs(gAT).narrow(1, 0, N).t().contiguous();
-    if (p.has_L) g_L = sum_envs(gL).narrow(1, 0, N).contiguous();
+    if (p.mlp) {
+      g_M1 = sum_envs(gL).narrow(1, 0, N).contiguous();
+      g_M2 = sum_envs(gM2).narrow(1, 0, N).contiguous();
+      g_c1 = sum_envs(gc1).narrow(0, 0, N).contiguous();
+      g_c2 = sum_envs(gc2).narrow(0, 0, N).contiguous();
+    } else if (p.has_L) {
+      g_L = sum_envs(gL).narrow(1, 0, N).contiguous();
+    }
     auto gk_s = sum_envs(gk);
     auto gc_s = sum_envs(gc);
     auto ga_s = sum_envs(ga);
@@ -963,7 +1047,7 @@ std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tenso
       }
     }
   });
-  return {g_v0, g_Wi, g_alpha, g_L, g_kappa, g_beta};
+  return {g_v0, g_Wi, g_alpha, g_L, g_kappa, g_beta, g_M1, g_c1, g_M2, g_c2};
 }
 
 }  // namespace metods
@@ -971,6 +1055,6 @@ std::vector<at::Tensor> trial_backward(const at::Tensor& grad_h, const at::Tenso
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &metods::trial_forward, "MetODS trial forward: (h, W_T, checkpoints)");
   m.def("backward", &metods::trial_backward,
-        "MetODS trial backward: grads of (v0, W_init, alpha, L, kappa, beta)");
+        "MetODS trial backward: grads of (v0, W_init, alpha, L, kappa, beta, M1, c1, M2, c2)");
   m.attr("vector_bytes") = metods::VBYTES;
 }
