@@ -284,7 +284,15 @@ def step_table() -> None:
 
 
 def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel: str | None = None,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, window_s: float = 0.0, sync: bool = False) -> dict:
+    """One case's training throughput: ``warmup`` updates untimed, then at least ``updates`` timed updates and
+    until ``window_s`` seconds have passed.
+
+    ``sync``: after the warmup, print ``ready`` and wait for a line on stdin before timing, so that processes
+    measured side by side (:func:`_run_parallel`) time the same stretch of wall-clock time; with the window
+    longer than any one update, each process's timed updates overlap the others' for (nearly) all of it.
+    Without that, short timed stretches of processes that start at once fall partly in the others' start-up
+    (imports, extension loading, warm-up), and their sum overstates what runs side by side achieve."""
     from metabench.agents import AGENTS
     from metabench.envs import make_family
     from metabench.envs.base import task_generator
@@ -302,23 +310,29 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
     cfg = dataclasses.replace(cfg, **overrides)
     agent = entry.build(family, cfg, seed=0)
     gen = task_generator(0, "train")
-    steps = 0
+    for _ in range(warmup):
+        agent.update(agent.collect(family, gen))
+    if sync:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    steps = timed = 0
     t_collect = t_update = 0.0
-    for i in range(warmup + updates):
+    start = time.perf_counter()
+    while timed < updates or time.perf_counter() - start < window_s:
         t0 = time.perf_counter()
         ro = agent.collect(family, gen)
         t1 = time.perf_counter()
         agent.update(ro)
         t2 = time.perf_counter()
-        if i >= warmup:
-            steps += int(ro.active.sum())
-            t_collect += t1 - t0
-            t_update += t2 - t1
+        steps += int(ro.active.sum())
+        timed += 1
+        t_collect += t1 - t0
+        t_update += t2 - t1
     total = t_collect + t_update
     return {
         "case": case, "compiled": bool(getattr(cfg, "compile", False)), "env_steps_per_s": steps / total,
         "collect_share": t_collect / total, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": updates,
+        "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": timed,
         "threads": torch.get_num_threads(),
         "memory_kernel": agent.run_info().get("memory_kernel", "-"),
     }
@@ -336,16 +350,31 @@ def _config_fields(case: str) -> set[str]:
     return {f.name for f in dataclasses.fields(AGENTS.get(CASES[case][0]).cls.Config)}
 
 
-def _case_command(case: str, quick: bool, kernel: str | None, threads: int, compiled: bool | None) -> list[str]:
+def _case_command(case: str, quick: bool, kernel: str | None, threads: int, compiled: bool | None,
+                  sync: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "metabench.throughput", "--case", case, "--threads", str(threads)]
+    cmd += ["--sync"] if sync else []
     cmd += {True: ["--compiled"], False: ["--eager"], None: []}[compiled]
     cmd += ["--quick"] if quick else []
     return cmd + (["--kernel", kernel] if kernel else [])
 
 
 def _run_parallel(cmds: list[list[str]]) -> list[dict] | str:
-    """Start every command at once (one fresh process each) and wait; their JSON results, or why one failed."""
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    """Start every command at once (one fresh process each) and wait; their JSON results, or why one failed.
+
+    Commands with ``--sync`` report ``ready`` after their warm-up and are released together, once all are ready
+    (see :func:`measure`)."""
+    procs = [subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    for p, c in zip(procs, cmds):
+        if "--sync" in c and p.stdout.readline().strip() != "ready":
+            break  # it failed before its warm-up ended: communicate() below collects why
+    for p in procs:
+        try:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
     outs = [(p, *p.communicate()) for p in procs]
     for p, _, err in outs:
         if p.returncode != 0:
@@ -366,7 +395,7 @@ def compare_table(quick: bool) -> None:
         kernels = ("autograd", "auto") if "kernel" in _config_fields(case) else (None,)
         for kernel in kernels:
             one = _run_parallel([_case_command(case, quick, kernel, cores, None)])
-            many = _run_parallel([_case_command(case, quick, kernel, 1, None)] * cores)
+            many = _run_parallel([_case_command(case, quick, kernel, 1, None, sync=True)] * cores)
             if isinstance(one, str) or isinstance(many, str):
                 print(f"| {case} | {kernel or '-'} | | {one if isinstance(one, str) else ''} | "
                       f"{many if isinstance(many, str) else ''} | |", flush=True)
@@ -395,6 +424,9 @@ def main() -> None:
                         help="memory kernel of --case (default: the config's) and MetODS's of --step-memory "
                              "(default: fused)")
     parser.add_argument("--threads", type=int, help="intra-op threads of --case (default: all cores)")
+    parser.add_argument("--sync", action="store_true",
+                        help="--case: after the warm-up, print 'ready' and wait for a line on stdin (internal: "
+                             "processes measured side by side time the same stretch)")
     args = parser.parse_args()
     if args.step_memory:
         print(json.dumps(core_step_memory(args.step_memory, args.kernel or "fused")))
@@ -412,12 +444,13 @@ def main() -> None:
                                                         "gym_sync_B16", "gym_async_B16", "gym_async_B2"))
             print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} |", flush=True)
         return
-    updates, warmup = (3, 2) if args.quick else (8, 3)
+    updates, warmup, window_s = (3, 2, 10.0) if args.quick else (8, 3, 30.0)
     if args.compare:
         compare_table(args.quick)
         return
     if args.case:
-        print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads)))
+        print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads, window_s,
+                                 args.sync)))
         return
     env = maze_environment()
     print(f"Maze environment alone ({os.cpu_count()} threads): generation {env['mazes_per_s']:,.0f} mazes/s "
