@@ -382,7 +382,8 @@ def _run_parallel(cmds: list[list[str]]) -> list[dict] | str:
     return [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
 
 
-def compare_table(quick: bool) -> None:
+def compare_table(quick: bool, cases: tuple[str, ...] = COMPARE_CASES, kernels: tuple[str, ...] = ("autograd", "auto")
+                  ) -> None:
     """Before and after, same run: each training default with the memory core on its former training path
     (``kernel="autograd"``; MetODS compiled) and on today's default (``kernel="auto"``: fused where covered), laid
     out as a sweep runs: one process on all cores, and one single-thread process per core at once (what
@@ -391,9 +392,8 @@ def compare_table(quick: bool) -> None:
     print(f"| case | kernel | memory kernel | 1 process x {cores} threads | {cores} processes x 1 thread (sum) | "
           f"peak RSS per process (GB) |")
     print("|---|---|---|---|---|---|")
-    for case in COMPARE_CASES:
-        kernels = ("autograd", "auto") if "kernel" in _config_fields(case) else (None,)
-        for kernel in kernels:
+    for case in cases:
+        for kernel in kernels if "kernel" in _config_fields(case) else (None,):
             one = _run_parallel([_case_command(case, quick, kernel, cores, None)])
             many = _run_parallel([_case_command(case, quick, kernel, 1, None, sync=True)] * cores)
             if isinstance(one, str) or isinstance(many, str):
@@ -417,6 +417,10 @@ def main() -> None:
                         help="before and after: the training defaults with the memory core's former path "
                              "(autograd) and today's default (fused), 1 process x all threads and 1 thread per "
                              "core in parallel")
+    parser.add_argument("--only", help="--compare: these cases only, comma-separated (default: all of "
+                                       f"{', '.join(COMPARE_CASES)})")
+    parser.add_argument("--after-only", action="store_true",
+                        help="--compare: only today's default kernel (auto), not the autograd rows")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
     parser.add_argument("--step", action="store_true", help="only the MetODS core's kernels (speed, memory)")
     parser.add_argument("--step-memory", type=int, help="one memory measurement of --step (internal)")
@@ -446,7 +450,11 @@ def main() -> None:
         return
     updates, warmup, window_s = (3, 2, 10.0) if args.quick else (8, 3, 30.0)
     if args.compare:
-        compare_table(args.quick)
+        cases = tuple(args.only.split(",")) if args.only else COMPARE_CASES
+        unknown = [c for c in cases if c not in CASES]
+        if unknown:
+            parser.error(f"unknown case {unknown[0]!r}; cases: {', '.join(CASES)}")
+        compare_table(args.quick, cases, ("auto",) if args.after_only else ("autograd", "auto"))
         return
     if args.case:
         print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads, window_s,
