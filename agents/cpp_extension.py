@@ -3,7 +3,10 @@
 Each fused kernel (:mod:`metabench.agents.metods_fused`, :mod:`metabench.agents.gru_fused`) is one C++ source
 compiled with ``-O3 -march=native`` by ``torch.utils.cpp_extension.load`` (ninja and g++; about a minute,
 once per machine and source) and cached in torch's extension directory under a name that includes a hash of
-the CPU's features. :meth:`CppExtension.available` says whether that worked and remembers why not, so that a
+the CPU's features and one of the source and flags. Without the source's hash, two checkouts of different
+versions on one machine (a sweep running from a frozen worktree beside development) share one build folder:
+each rebuilds it over the other, and a process that loads after the other's rebuild gets a module whose
+functions take other arguments. :meth:`CppExtension.available` says whether that worked and remembers why not, so that a
 machine without a compiler falls back to the autograd path instead of failing.
 """
 
@@ -49,8 +52,14 @@ class CppExtension:
                 os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass
-        return cpp_extension.load(name=f"{self.name}_{_cpu_tag()}", sources=[str(self.source)],
-                                  extra_cflags=CFLAGS, verbose=False)
+        return cpp_extension.load(name=self.build_name(), sources=[str(self.source)], extra_cflags=CFLAGS,
+                                  verbose=False)
+
+    def build_name(self) -> str:
+        """The extension's name in torch's cache: ``<name>_<cpu>_<source>``, so that each CPU, and each version of
+        the source and flags, has its own build."""
+        digest = hashlib.sha1(self.source.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:8]
+        return f"{self.name}_{_cpu_tag()}_{digest}"
 
     def available(self) -> bool:
         """Whether the extension builds and loads here (tried once per process)."""
