@@ -6,10 +6,12 @@ ablation (``metods_s1``) is a registered variant of one class.
 
 from __future__ import annotations
 
+from metabench.envs.locomotion import LOCOMOTION
 from metabench.registry import Registry
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
 from .maml import MAMLAgent
+from .memoryless import MemorylessAgent
 from .metods import MetODSAgent, UntrainedMetODS
 from .random_agent import RandomAgent
 from .rl2 import RL2Agent
@@ -19,6 +21,10 @@ AGENTS: Registry[AgentEntry] = Registry("agent")
 
 ABLATION_TASKS = ("harlow", "maze")
 """Where the paper ablates MetODS (Fig. 3c, Fig. 4c): its ablations run there only."""
+
+REFERENCE_TASKS = LOCOMOTION
+"""Where the memoryless references (``oracle``, ``blind``) run: the continuous-control tasks, whose families
+give task features (:meth:`~metabench.envs.base.TaskFamily.task_features`)."""
 
 
 def register(name: str, cls: type[Agent], summary: str, paper_fallback: str | None = None,
@@ -39,6 +45,10 @@ register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
 register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",
          first_order=True)
+register("oracle", MemorylessAgent, "reference: memoryless policy given the task (direction; frozen actuator)",
+         tasks=REFERENCE_TASKS, sees_task=True)
+register("blind", MemorylessAgent, "reference: the oracle's policy without the task (can move, not where)",
+         tasks=REFERENCE_TASKS, sees_task=False)
 register("untrained", UntrainedMetODS, "MetODS at its initial weights, never meta-trained (reference row)",
          paper_fallback="random", compile=False)
 

@@ -77,6 +77,9 @@ class AgentInput:
     """bool ``[B]``: first step of a trial; memory was just reset."""
     active: torch.Tensor
     """bool ``[B]``: the environment's episode is still running."""
+    task: torch.Tensor | None = None
+    """float ``[B, K]``: the tasks themselves (:meth:`TaskFamily.task_features`), given only to an agent whose
+    :attr:`Agent.sees_task` is True (the ``oracle`` reference row); None for every meta-learner."""
 
     def features(self, action_space: ActionSpace) -> torch.Tensor:
         """[obs, one-hot or raw previous action, previous reward, episode-start flag] as one float tensor."""
@@ -148,6 +151,12 @@ class Agent(ABC):
             yield
         finally:
             self.action_generator = own
+
+    @property
+    def sees_task(self) -> bool:
+        """Whether the protocol gives this agent the task itself (:attr:`AgentInput.task`): only reference agents
+        that bound what inferring the task is worth (the ``oracle``); False for every meta-learner."""
+        return False
 
     @classmethod
     def supports(cls, family: TaskFamily) -> bool:

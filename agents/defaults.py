@@ -39,8 +39,9 @@ class Row:
                    ((self.agents, agent), (self.tasks, task), (self.profiles, profile)))
 
 
-RECURRENT = ("metods", "rl2")
-"""The agents that share the recurrent trainer settings: only the memory core differs between them."""
+RECURRENT = ("metods", "rl2", "memoryless")
+"""The agents that share the recurrent trainer settings: only the memory core differs between them (the
+memoryless references, ``oracle`` and ``blind``, have none)."""
 
 TABLE: tuple[Row, ...] = (
     # --- The trainer, per task (recurrent agents: identical settings, so only the memory differs) ---

@@ -179,7 +179,7 @@ class RecurrentAgent(OnPolicyAgent):
     def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
         # One step through the same trial entry as the replay (T = 1), so that acting and replaying compute
         # the same numbers whichever kernel the core runs.
-        x = self.observe(inputs).features(self.space)
+        x = self.features(inputs)
         h, memory = self.core.trial(x[None], inputs.active[None], memory, step=self._step)
         return sample_action(self.heads.distribution(h[0]), self.action_generator), memory
 
@@ -188,9 +188,14 @@ class RecurrentAgent(OnPolicyAgent):
         (``fused`` or ``autograd``; see :attr:`MemoryCore.kernel_path`)."""
         return {"memory_kernel": self.core.kernel_path}
 
+    def features(self, inputs: AgentInput) -> torch.Tensor:
+        """The core's input at one step, ``[B, F]``: [obs, previous action, previous reward, episode-start flag]
+        (:meth:`AgentInput.features`), the observation standardised if ``obs_norm`` is on."""
+        return self.observe(inputs).features(self.space)
+
     # What the trainer asks -------------------------------------------------------------------
     def step_record(self, inputs: AgentInput) -> torch.Tensor:
-        return self.observe(inputs).features(self.space)
+        return self.features(inputs)
 
     def evaluate_actions(self, ro: Rollout, differentiable: bool) -> Evaluated:
         with torch.set_grad_enabled(differentiable):

@@ -59,6 +59,7 @@ def run_trials(
     b = len(tasks)
     space = family.action_space
     memory = agent.initial_memory(b)
+    task = family.task_features(tasks) if agent.sees_task else None
     prev_action = space.zeros(b)
     prev_reward = torch.zeros(b)
     per_episode, rewards, actives, terminated, truncated = [], [], [], [], []
@@ -72,6 +73,7 @@ def run_trials(
                 episode_start=torch.full((b,), t == 0),
                 task_start=torch.full((b,), t == 0 and episode == 0),
                 active=~env.done,
+                task=task,
             )
             action, memory = agent.act(inputs, memory)
             step = env.step(action)

@@ -225,6 +225,17 @@ class TaskFamily(ABC):
         the maze, the MuJoCo directions)."""
         return None
 
+    @property
+    def task_feature_dim(self) -> int | None:
+        """Width of :meth:`task_features`, or None where the family gives none (the default)."""
+        return None
+
+    def task_features(self, tasks: TaskBatch) -> torch.Tensor:
+        """What a task *is*, as float features ``[n, task_feature_dim]``, for reference agents that are given
+        the task instead of inferring it (the ``oracle``): never shown to a meta-learner
+        (:attr:`metabench.agents.base.Agent.sees_task`)."""
+        raise NotImplementedError(f"task family {self.name!r} gives no task features")
+
     def training_family(self, progress: float) -> "TaskFamily":
         """The family a trainer draws its training trials from at ``progress`` in [0, 1] of its budget.
 

@@ -206,6 +206,28 @@ class Locomotion(TaskFamily):
     def make_env(self, tasks: LocomotionTasks) -> LocomotionEnv:
         return LocomotionEnv(self, tasks)
 
+    @property
+    def impaired(self) -> bool:
+        """An impairment family (trained intact, scored with frozen actuators) or one of its frozen variants."""
+        return self.config.impairment_variants or self.config.frozen != "none"
+
+    @property
+    def task_feature_dim(self) -> int:
+        return 2 + (self.action_space.n if self.impaired else 0)
+
+    def task_features(self, tasks: LocomotionTasks) -> torch.Tensor:
+        """(cos θ, sin θ), and on the impairment tasks a one-hot of the frozen actuator (all zeros: none frozen,
+        as in meta-training)."""
+        theta = tasks.theta.to(torch.float64)
+        parts = [torch.stack([theta.cos(), theta.sin()], 1)]
+        if self.impaired:
+            frozen = tasks.frozen
+            one_hot = torch.zeros(len(tasks), self.action_space.n, dtype=torch.float64)
+            rows = torch.nonzero(frozen >= 0).flatten()
+            one_hot[rows, frozen[rows]] = 1.0
+            parts.append(one_hot)
+        return torch.cat(parts, 1).to(torch.float32)
+
 
 LOCOMOTION = ("ant_dir", "impairment_ant", "impairment_cheetah")
 """The registered MuJoCo direction tasks."""

@@ -131,7 +131,8 @@ def per_env(leaves: dict[str, Any], batch: int) -> dict[str, torch.Tensor]:
 
 def random_inputs(family: TaskFamily, batch: int, t: int, active: torch.Tensor, gen: torch.Generator) -> AgentInput:
     """A synthetic step: random observations, previous actions and rewards (varied, so that MAML's inner
-    advantages are not all zero), the start flags at t = 0."""
+    advantages are not all zero), the start flags at t = 0, and the tasks' features where the family has them
+    (only an agent that sees the task reads them)."""
     space = family.action_space
     if space.discrete:
         prev_action = torch.randint(0, space.n, (batch,), generator=gen)
@@ -146,6 +147,8 @@ def random_inputs(family: TaskFamily, batch: int, t: int, active: torch.Tensor, 
         episode_start=torch.full((batch,), t == 0),
         task_start=torch.full((batch,), t == 0),
         active=active,
+        task=None if family.task_feature_dim is None else family.task_features(
+            family.sample_tasks(batch, "test", torch.Generator().manual_seed(t))),
     )
 
 

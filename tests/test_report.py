@@ -242,3 +242,26 @@ def test_solve_rate_counts_seeds_at_or_above_the_threshold():
     df = pd.DataFrame({"correct_after_first": [0.95, 0.9, 0.5, 0.89, 1.0]})
     assert solve_rate(df, "correct_after_first", 0.9) == "3/5 (60 %) [23, 88]"
     assert solve_rate(df, "missing", 0.9) == "—"
+
+
+def test_the_oracle_is_the_ceiling_of_a_task_without_one():
+    """ant_dir documents no ceiling: the `oracle`'s mean over seeds normalises it (not the best agent's), in the
+    aggregates and the impairment table alike."""
+    from metabench.report import task_levels
+
+    group = Group(ok={"random": _runs("random", {0: -30.0, 1: -30.0}), "oracle": _runs("oracle", {0: 90.0, 1: 110.0}),
+                      "metods": _runs("metods", {0: 120.0})}, failed=[])
+    levels = task_levels("ant_dir", group)
+    assert (levels.random, levels.high, levels.best_agent) == (-30.0, 100.0, False)
+    assert "`oracle` agent's records, 2 seeds" in levels.high_source
+    # an oracle below random normalises nothing: the best agent's mean instead
+    group = Group(ok={"random": _runs("random", {0: -30.0}), "oracle": _runs("oracle", {0: -40.0}),
+                      "metods": _runs("metods", {0: 120.0})}, failed=[])
+    assert task_levels("ant_dir", group).best_agent
+    # the impairment table divides by the oracle's unimpaired return
+    family = FAMILIES.get("impairment_cheetah")()
+    group = Group(ok={"oracle": [_record("oracle", 400.0, 100.0, {0: 50.0})],
+                      "metods": [_record("metods", 200.0, 100.0, {0: 50.0})]}, failed=[])
+    lines = retention_table("impairment_cheetah", family, group)
+    assert _cells(lines, "metods")[3] == "0.50" and _cells(lines, "oracle")[3] == "1.00"
+    assert any("the `oracle`'s unimpaired" in line for line in lines)

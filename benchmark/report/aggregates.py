@@ -8,8 +8,9 @@ per-task IQM, the impairment table's "above random"):
   simulation of uniform random actions on 1,024 held-out tasks of seed 0);
 - ceiling: the family's documented ceiling (:meth:`TaskFamily.ceiling`); where it depends on the test set
   (the maze's shortest-path oracle), it is computed over the very test sets the runs were scored on, the
-  mean over their seeds. A task without a ceiling is normalised by the best agent's mean over seeds (the
-  paper's Fig. 6 convention).
+  mean over their seeds. A task without a documented ceiling is normalised by the `oracle` agent's mean over
+  seeds where it has records (a memoryless policy given the task: what a meta-learner approaches once it has
+  inferred the task), else by the best agent's mean over seeds (the paper's Fig. 6 convention).
 
 The text says which applies to each task.
 """
@@ -23,6 +24,9 @@ from metabench.envs import TaskFamily, make_family
 
 from .common import Group, agent_order, fmt, md_table, seed_mean, suite_of, task_key
 from .curves import in_curve_x, per_seed_curve
+
+ORACLE = "oracle"
+"""The reference agent whose mean is a task's ceiling where the family documents none."""
 
 DEFAULT_TARGET = "metods"
 """The agent compared against the others where the suite is not registered (a registered suite names its
@@ -100,6 +104,11 @@ def task_levels(task: str, group: Group, simulate_random: bool = True) -> Levels
     low, low_source = rand
     if (ceiling := ceiling_of(family, group)) is not None and ceiling[0] > low:
         return Levels(low, low_source, ceiling[0], ceiling[1], False)
+    oracle = group.of(ORACLE)
+    if (high := seed_mean(oracle, metric)) is not None and high > low:
+        n = int(oracle[metric].notna().sum())
+        return Levels(low, low_source, high, f"the `{ORACLE}` agent's records, {n} seed{'s' if n != 1 else ''}: "
+                      "a memoryless policy given the task", False)
     means = [v for agent in group.ok if (v := seed_mean(group.of(agent), metric)) is not None]
     high = max(means, default=low)
     if high <= low:
@@ -210,8 +219,9 @@ def aggregates_markdown(agg: Aggregates) -> list[str]:
             "the ceiling 1. Random: the mean over seeds of the `random` agent's records on the task, scored on "
             "the same held-out test sets as every agent (only without such records, a simulation of uniform "
             "random actions on 1,024 held-out tasks of seed 0). Ceiling: the task's documented ceiling, computed "
-            "over the held-out test sets the runs were scored on where it depends on them; a task without a "
-            "ceiling is normalised by the best agent's mean score instead, as the paper's Fig. 6 does. "
+            "over the held-out test sets the runs were scored on where it depends on them; a task without one is "
+            "normalised by the `oracle` agent's mean (a memoryless policy given the task) where it has records, "
+            "else by the best agent's mean score, as the paper's Fig. 6 does. "
             "Per task: " + "; ".join(parts) + ". Only agents run on every task enter")
     if agg.left_out_agents:
         text += " (left out: " + "; ".join(f"`{a}`, run on {_agents(ts)} only"

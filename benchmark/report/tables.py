@@ -67,10 +67,15 @@ class Retention:
     """One task's impairment scores per agent (means over seeds of the primary metric)."""
 
     reference: float | None
-    """The best agent's unimpaired score: what "normalised" divides by (None if not positive)."""
+    """What "normalised" divides by (None if not positive): the `oracle`'s unimpaired score where it has
+    records, else the best agent's."""
     intact: dict[str, float]
     impaired: dict[str, dict[str, float]]
     """agent -> variant suffix -> score."""
+    top: float | None = None
+    """The same, whatever its sign: what "above random" runs up to."""
+    top_source: str = "the best agent's"
+    """Whose unimpaired score :attr:`top` is, for the text."""
 
 
 def retention(family: TaskFamily, group: Group) -> Retention:
@@ -82,8 +87,13 @@ def retention(family: TaskFamily, group: Group) -> Retention:
             intact[agent] = v
         impaired[agent] = {s: v for s in family.retention_variants()
                            if (v := seed_mean(df, f"{metric}{s}")) is not None}
-    best = max(intact.values(), default=None)
-    return Retention(best if best is not None and best > 0 else None, intact, impaired)
+    from .aggregates import ORACLE
+
+    if ORACLE in intact:
+        top, source = intact[ORACLE], f"the `{ORACLE}`'s"
+    else:
+        top, source = max(intact.values(), default=None), "the best agent's"
+    return Retention(top if top is not None and top > 0 else None, intact, impaired, top, source)
 
 
 def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
@@ -96,17 +106,18 @@ def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     metric = family.primary_metric
     ref = ret.reference
     # "above random": from the `random` agent's records where it was run (never a simulation here) up to the
-    # best agent's unimpaired score
+    # oracle's unimpaired score (else the best agent's)
     rand = random_of(task, group, simulate=False)
     low = rand[0] if rand else None
-    best = max(ret.intact.values(), default=None)
+    best, whose = ret.top, ret.top_source
     anchored = (family.metric(metric).higher_is_better and low is not None and best is not None
                 and best > low)
     out = [f"Impairment (`{task}`): the same trained agents, scored again with {variants[drawn]}. "
-           f"Normalised (the paper's Fig. 6) = {metric} / the best agent's unimpaired {metric} "
-           + (f"({fmt(ref)}, here)" if ref else "(undefined here: no agent's unimpaired return is positive)")
+           f"Normalised (as the paper's Fig. 6, which divides by its best agent's) = {metric} / {whose} "
+           f"unimpaired {metric} "
+           + (f"({fmt(ref)}, here)" if ref else "(undefined here: not positive)")
            + "; retention = impaired / unimpaired, per agent (defined for a positive unimpaired return)"
-           + (f"; above random = ({metric} − random's unimpaired {fmt(low)}) / (the best agent's "
+           + (f"; above random = ({metric} − random's unimpaired {fmt(low)}) / ({whose} "
               f"unimpaired {fmt(best)} − random's), defined whatever the sign" if anchored else "")
            + "; means over seeds.", ""]
     head = ["agent", "unimpaired", "impaired", "normalised", "paper", "impaired normalised", "paper",
