@@ -16,7 +16,9 @@ training defaults. ``--simulation`` measures the MuJoCo direction tasks
 alone: raw ``mujoco.mj_step`` (``frame_skip`` substeps per env step) on the
 robot's own model and data against :class:`~metabench.envs.locomotion.LocomotionEnv`
 and gymnasium's ``SyncVectorEnv`` / ``AsyncVectorEnv`` over the same
-environments, with random actions, one thread. ``--step`` times the MetODS
+environments, with random actions, one thread; and the physics of 16
+environments stepped one env step at a time by a Python loop of ``mj_step``
+against ``mujoco.rollout`` (:func:`rollout_stepping`). ``--step`` times the MetODS
 core alone (N = 64, S = 4, symbolic form), forward and backward over a
 T = 100 trial at B = 16 and 80, one thread: the autograd path stepped eagerly
 and through ``torch.compile`` (what ``compile=True`` does) against the fused
@@ -94,6 +96,7 @@ def locomotion_simulation(robot: str, seconds: float = 3.0) -> dict:
         return 100
 
     out["raw_mj_step"] = timed(raw_steps)
+    out.update(rollout_stepping(model, skip, timed))
 
     family = Locomotion(LocomotionConfig(robot=robot, directions="fwd-back"))
     gen = torch.Generator().manual_seed(0)
@@ -131,6 +134,55 @@ def locomotion_simulation(robot: str, seconds: float = 3.0) -> dict:
     out["gym_sync_B16"] = vector("sync", 16)
     out["gym_async_B16"] = vector("async", 16)
     out["gym_async_B2"] = vector("async", 2)
+    return out
+
+
+def rollout_stepping(model, skip: int, timed, batch: int = 16) -> dict:
+    """Physics alone for ``batch`` environments, one env step (``skip`` substeps) at a time, as an RL loop must
+    step them (the policy acts between env steps): a Python loop of ``mj_step`` over the environments' data
+    against ``mujoco.rollout`` called once per env step with ``nstep = skip`` (its C loop over environments on
+    1 and 2 threads, the GIL released), states carried from call to call."""
+    import mujoco
+    import numpy as np
+    from mujoco import rollout
+
+    rng = np.random.default_rng(1)
+    datas = [mujoco.MjData(model) for _ in range(batch)]
+    for d in datas:
+        mujoco.mj_forward(model, d)
+    ctrl = rng.uniform(-0.3, 0.3, size=(64, batch, model.nu))
+    out = {}
+
+    def loop() -> int:
+        for c in ctrl:
+            for d, a in zip(datas, c):
+                d.ctrl[:] = a
+                mujoco.mj_step(model, d, nstep=skip)
+        return len(ctrl) * batch
+
+    out[f"loop_B{batch}"] = timed(loop)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    nstate = mujoco.mj_stateSize(model, spec)
+    for threads in (1, 2):
+        state = np.zeros((batch, nstate))
+        for i, d in enumerate(datas):
+            mujoco.mj_getState(model, d, state[i], spec)
+        buf = np.zeros((batch, skip, nstate))
+        sens = np.zeros((batch, skip, model.nsensordata))
+        pool = [mujoco.MjData(model) for _ in range(threads)]
+        models = [model] * batch  # skip_checks: one model per rollout, as rollout's checks would expand it
+
+        def rolled() -> int:
+            nonlocal state
+            for c in ctrl:
+                control = np.repeat(c[:, None, :], skip, axis=1)
+                rollout.rollout(models, pool, state, control, nstep=skip, state=buf, sensordata=sens,
+                                skip_checks=True, persistent_pool=threads > 1)
+                state = buf[:, -1].copy()
+            return len(ctrl) * batch
+
+        out[f"rollout_B{batch}_t{threads}"] = timed(rolled)
+    rollout.shutdown_persistent_pool()
     return out
 
 
@@ -440,13 +492,15 @@ def main() -> None:
         return
     if args.simulation:
         print("| robot | raw mj_step | ours B=1 | ours B=16 | ours B=64 | gym Sync B=16 | gym Async B=16 | "
-              "gym Async B=2 | ours B=16 / raw |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "gym Async B=2 | ours B=16 / raw | physics B=16: mj_step loop | mujoco.rollout 1 thread | "
+              "mujoco.rollout 2 threads |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for robot in ("ant", "cheetah"):
             r = locomotion_simulation(robot)
             cells = " | ".join(f"{r[k]:,.0f}" for k in ("raw_mj_step", "ours_B1", "ours_B16", "ours_B64",
                                                         "gym_sync_B16", "gym_async_B16", "gym_async_B2"))
-            print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} |", flush=True)
+            physics = " | ".join(f"{r[k]:,.0f}" for k in ("loop_B16", "rollout_B16_t1", "rollout_B16_t2"))
+            print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} | {physics} |", flush=True)
         return
     updates, warmup, window_s = (3, 2, 10.0) if args.quick else (8, 3, 30.0)
     if args.compare:
