@@ -414,13 +414,15 @@ def _estimate(todo: list[Any], results: Path, workers: int) -> str:
 
     if not todo:
         return ""
-    seconds, unknown = estimate_seconds(todo, results)
+    seconds, unknown, borrowed = estimate_seconds(todo, results)
     if unknown == len(todo):
         return " (no earlier records to estimate the time from)"
     minutes = round(seconds / workers / 60)
     took = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    notes = ([f"{borrowed} run{'s' if borrowed != 1 else ''} timed by another variant of the same agent"]
+             if borrowed else []) + ([f"{unknown} with none to go by not counted"] if unknown else [])
     return (f", about {took} on {workers} worker{'s' if workers > 1 else ''} from earlier records' wall times"
-            + (f" ({unknown} runs with none to go by not counted)" if unknown else ""))
+            + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _resume_command() -> list[str]:

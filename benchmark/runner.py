@@ -135,15 +135,19 @@ def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
     return [r for r in runs if not is_done(r, results)]
 
 
-def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int]:
+def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int, int]:
     """Seconds the runs of ``todo`` take one after another, from the wall times of the ``ok`` records of
     the same agent, task and profile under ``results`` (any seed or config: a guide, not a promise), each
     scaled by the ratio of the run's meta-training budget to the record's (a record of a 2 M budget counts
-    five times for a 10 M run), and how many runs have no such record to go by (left out of the sum)."""
+    five times for a 10 M run). A run whose agent has no such record borrows the mean of the other registered
+    variants of its agent class on the task (``metods_s2`` from ``metods`` and its other ablations, ``maml_fo``
+    from ``maml``). Returns the seconds, how many runs had nothing to go by (left out of the sum), and how many
+    borrowed a variant's time."""
+    from metabench.agents import AGENTS
+
     means: dict[tuple[Path, int], float | None] = {}
-    total, unknown = 0.0, 0
-    for spec in todo:
-        folder, budget = spec.path(results).parent, _budget(spec.config)
+
+    def mean_of(folder: Path, budget: int) -> float | None:
         if (folder, budget) not in means:
             times = []
             for path in folder.glob("seed*.json"):
@@ -156,11 +160,25 @@ def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int]:
                     scale = budget / recorded if budget and recorded else 1.0
                     times.append(float(record["wall_time_s"]) * scale)
             means[folder, budget] = sum(times) / len(times) if times else None
-        if means[folder, budget] is None:
-            unknown += 1
+        return means[folder, budget]
+
+    def variants(agent: str) -> list[str]:
+        cls = AGENTS.get(agent).cls if agent in AGENTS.names() else None
+        return [a for a in AGENTS.names() if a != agent and cls is not None and AGENTS.get(a).cls is cls]
+
+    total, unknown, borrowed = 0.0, 0, 0
+    for spec in todo:
+        folder, budget = spec.path(results).parent, _budget(spec.config)
+        if (own := mean_of(folder, budget)) is not None:
+            total += own
+            continue
+        others = [m for a in variants(spec.agent) if (m := mean_of(folder.parent / a, budget)) is not None]
+        if others:
+            total += sum(others) / len(others)
+            borrowed += 1
         else:
-            total += means[folder, budget]
-    return total, unknown
+            unknown += 1
+    return total, unknown, borrowed
 
 
 def _budget(config: Any) -> int:
