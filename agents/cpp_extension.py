@@ -6,8 +6,8 @@ once per machine and source) and cached in torch's extension directory under a n
 the CPU's features and one of the source and flags. Without the source's hash, two checkouts of different
 versions on one machine (a sweep running from a frozen worktree beside development) share one build folder:
 each rebuilds it over the other, and a process that loads after the other's rebuild gets a module whose
-functions take other arguments. :meth:`CppExtension.available` says whether that worked and remembers why not, so that a
-machine without a compiler falls back to the autograd path instead of failing.
+functions take other arguments. :meth:`CppExtension.available` says whether the build worked and remembers
+why not, so that a machine without a compiler falls back to the autograd path instead of failing.
 """
 
 from __future__ import annotations

@@ -65,11 +65,12 @@ class FeedForwardCore(MemoryCore):
         return self.mlp(x), state
 
     def step(self, x: torch.Tensor, state: None, active: torch.Tensor):
-        return self.mlp(x), state
+        """No state to keep for inactive rows."""
+        return self(x, state)
 
     def trial(self, x: torch.Tensor, active: torch.Tensor, state: None, *, step=None, tbptt: int = 0):
         """Every step at once: nothing is carried from one step to the next."""
-        return self.mlp(x), state
+        return self(x, state)
 
 
 class MemorylessAgent(RecurrentAgent):

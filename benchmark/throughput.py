@@ -533,5 +533,6 @@ def main() -> None:
                   f"{r['collect_share']:.0%} | {r['peak_rss_gb']:.2f} | {r['batch_tasks']} | {r['ppo_epochs']} |",
                   flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -220,12 +220,10 @@ class Locomotion(TaskFamily):
         as in meta-training)."""
         theta = tasks.theta.to(torch.float64)
         parts = [torch.stack([theta.cos(), theta.sin()], 1)]
-        if self.impaired:
+        if self.impaired:  # frozen = -1: no actuator frozen, a row of zeros
             frozen = tasks.frozen
-            one_hot = torch.zeros(len(tasks), self.action_space.n, dtype=torch.float64)
-            rows = torch.nonzero(frozen >= 0).flatten()
-            one_hot[rows, frozen[rows]] = 1.0
-            parts.append(one_hot)
+            one_hot = torch.nn.functional.one_hot(frozen.clamp(min=0), self.action_space.n) * (frozen >= 0)[:, None]
+            parts.append(one_hot.to(torch.float64))
         return torch.cat(parts, 1).to(torch.float32)
 
 

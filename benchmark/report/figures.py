@@ -180,8 +180,8 @@ def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xticks(range(len(agents)), agents, rotation=30, ha="right")
     _legend(ax)
-    whose = "oracle" if ret.top_source != "the best agent's" else "best"
-    what = f"return ÷ {whose} unimpaired" if ret.reference else "raw return (none positive)"
+    what = (f"return ÷ {'oracle' if ret.by_oracle else 'best'} unimpaired" if ret.reference
+            else "raw return (none positive)")
     ax.set_title(f"{task}: {what}\n(mean over seeds" + ("; ◆ paper)" if ret.reference else ")"))
 
 

@@ -66,16 +66,33 @@ def solve_rate(df, metric: str, threshold: float) -> str:
 class Retention:
     """One task's impairment scores per agent (means over seeds of the primary metric)."""
 
-    reference: float | None
-    """What "normalised" divides by (None if not positive): the `oracle`'s unimpaired score where it has
-    records, else the best agent's."""
     intact: dict[str, float]
     impaired: dict[str, dict[str, float]]
     """agent -> variant suffix -> score."""
-    top: float | None = None
-    """The same, whatever its sign: what "above random" runs up to."""
-    top_source: str = "the best agent's"
-    """Whose unimpaired score :attr:`top` is, for the text."""
+    top_agent: str | None
+    """Whose unimpaired score the others are measured against: the `oracle` where it has records, else the
+    best agent (None: no agent has an unimpaired score)."""
+
+    @property
+    def top(self) -> float | None:
+        """:attr:`top_agent`'s unimpaired score, whatever its sign: what "above random" runs up to."""
+        return None if self.top_agent is None else self.intact[self.top_agent]
+
+    @property
+    def reference(self) -> float | None:
+        """What "normalised" divides by: :attr:`top` where it is positive, else None."""
+        return self.top if self.top is not None and self.top > 0 else None
+
+    @property
+    def by_oracle(self) -> bool:
+        from .aggregates import ORACLE
+
+        return self.top_agent == ORACLE
+
+    @property
+    def top_source(self) -> str:
+        """Whose unimpaired score :attr:`top` is, for the text."""
+        return f"the `{self.top_agent}`'s" if self.by_oracle else "the best agent's"
 
 
 def retention(family: TaskFamily, group: Group) -> Retention:
@@ -89,11 +106,8 @@ def retention(family: TaskFamily, group: Group) -> Retention:
                            if (v := seed_mean(df, f"{metric}{s}")) is not None}
     from .aggregates import ORACLE
 
-    if ORACLE in intact:
-        top, source = intact[ORACLE], f"the `{ORACLE}`'s"
-    else:
-        top, source = max(intact.values(), default=None), "the best agent's"
-    return Retention(top if top is not None and top > 0 else None, intact, impaired, top, source)
+    top = ORACLE if ORACLE in intact else max(intact, key=intact.__getitem__, default=None)
+    return Retention(intact, impaired, top)
 
 
 def retention_table(task: str, family: TaskFamily, group: Group) -> list[str]:
