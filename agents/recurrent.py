@@ -31,6 +31,10 @@ from .ppo import Evaluated, OnPolicyAgent, PPOConfig, Rollout, sample_action
 class RecurrentConfig(PPOConfig):
     tbptt: int = 0
     """Detach the memory state every k steps of the replay (0: full BPTT through the trial)."""
+    orthogonal_init: bool = False
+    """Initialise every ``nn.Linear`` of the core orthogonally with gain √2 and the value head with gain 1, biases
+    0, as CleanRL's PPO does (off: Xavier, the core's own initialisation). The policy head is orthogonal with gain
+    0.01 either way, so the initial policy is near its mean."""
     compile: bool = False
     """``torch.compile`` the core's step (same numbers within float tolerance)."""
     kernel: Literal["auto", "fused", "autograd"] = "auto"
@@ -157,6 +161,8 @@ class RecurrentAgent(OnPolicyAgent):
         self.space = family.action_space
         self.core = self.make_core(family, config)
         self.heads = Heads(self.core.hidden_dim, self.space, config.init_log_std)
+        if config.orthogonal_init:
+            orthogonal_init(self.core, self.heads)
         self.summary_names = ("grad_norm", *self.core.diagnostic_names)
         self.init_trainer(p for m in (self.core, self.heads) for p in m.parameters())
         # compile applies to the step the autograd path runs; a core with its own kernel never calls it.
@@ -216,6 +222,14 @@ class RecurrentAgent(OnPolicyAgent):
         hs, state = self.core.trial(ro.features, ro.active, state, step=self._step, tbptt=self.config.tbptt)
         dist, values = self.heads(hs)
         return dist.log_prob(ro.actions), dist.entropy(), values, state
+
+
+def orthogonal_init(core: nn.Module, heads: Heads) -> None:
+    """``orthogonal_init``: the core's ``nn.Linear`` layers with gain √2, the value head with gain 1, biases 0."""
+    layers = [(m, 2 ** 0.5) for m in core.modules() if isinstance(m, nn.Linear)] + [(heads.value, 1.0)]
+    for layer, gain in layers:
+        nn.init.orthogonal_(layer.weight, gain=gain)
+        nn.init.zeros_(layer.bias)
 
 
 def xavier_linear(i: int, o: int, gain: float = 1.0) -> nn.Linear:

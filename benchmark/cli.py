@@ -51,7 +51,10 @@ def list_() -> None:
         typer.echo(f"  {name:<{w}} {', '.join(suite.tasks)}: {suite.summary}")
     typer.echo("profiles:")
     for name, prof in PROFILES.items():
-        typer.echo(f"  {name:<{w}} {prof.seeds} seeds; {prof.summary}")
+        own = {t: prof.seeds_for(t) for t in FAMILIES if prof.seeds_for(t) != prof.seeds}
+        by_count = {n: [t for t, k in own.items() if k == n] for n in sorted(set(own.values()))}
+        also = "".join(f" ({n} on {', '.join(ts)})" for n, ts in by_count.items())
+        typer.echo(f"  {name:<{w}} {prof.seeds} seeds{also}; {prof.summary}")
 
 
 @app.command()
@@ -96,7 +99,7 @@ def run(
     if threads is not None and threads < 1:
         _fail("--threads must be at least 1", 2)
 
-    runs, notes = plan(agent_names, suites, prof, seeds or prof.seeds, task_names)
+    runs, notes = plan(agent_names, suites, prof, seeds, task_names)
     for note in notes:
         typer.echo(f"note: {note}")
     if not runs:
@@ -249,7 +252,7 @@ def check(
         except BadBaseline as e:
             _fail(str(e) + ("; fix or delete it, then rerun with --update-baseline" if update_baseline else ""), 2)
     prof = PROFILES.get("smoke")
-    runs, _notes = plan(agent_names, suites, prof, prof.seeds, task_names)
+    runs, _notes = plan(agent_names, suites, prof, None, task_names)
     with tempfile.TemporaryDirectory(prefix="metabench-check-") as tmp:
         folder = work if work is not None else Path(tmp)
         _check_writable(folder)

@@ -23,7 +23,8 @@ class Profile:
     summary: str
     """One line for ``metabench list``."""
     seeds: int
-    """Seeds per (agent, task) when ``--seeds`` is not given."""
+    """Seeds per (agent, task) when ``--seeds`` is not given, unless the task declares its own
+    (:meth:`seeds_for`)."""
     test_tasks: int
     """Held-out test tasks (one trial each) in the final evaluation of a run."""
     curve_tasks: int
@@ -50,6 +51,14 @@ class Profile:
         entry = FAMILIES.get(task) if task in FAMILIES else None
         default = (self.test_tasks, self.curve_tasks)
         return default if entry is None else tuple(entry.eval_tasks.get(self.name, default))
+
+    def seeds_for(self, task: str) -> int:
+        """Seeds per agent on ``task`` when ``--seeds`` is not given: the task's own under this profile if it
+        declares one (the MuJoCo tasks on ``quick``: a run costs minutes of simulation), else :attr:`seeds`."""
+        from metabench.envs import FAMILIES
+
+        entry = FAMILIES.get(task) if task in FAMILIES else None
+        return self.seeds if entry is None else int(entry.seeds.get(self.name, self.seeds))
 
     def test_tasks_for(self, task: str) -> int:
         """Held-out test tasks of the final evaluation of a run of ``task``."""

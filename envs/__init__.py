@@ -35,6 +35,8 @@ class TaskEntry:
     """Profile name -> meta-training budget in environment steps."""
     eval_tasks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     """Profile name -> ``(test_tasks, curve_tasks)`` where they replace the profile's (costly simulation)."""
+    seeds: Mapping[str, int] = field(default_factory=dict)
+    """Profile name -> seeds per agent when ``--seeds`` is not given, where they replace the profile's."""
 
     def __call__(self) -> TaskFamily:
         return self.factory()
@@ -45,8 +47,10 @@ FAMILIES: Registry[TaskEntry] = Registry("task")
 
 
 def register_task(name: str, factory: Callable[[], TaskFamily], suite: str, budgets: Mapping[str, int],
-                  eval_tasks: Mapping[str, tuple[int, int]] | None = None) -> TaskEntry:
-    return FAMILIES.add(name, TaskEntry(name, factory, suite, dict(budgets), dict(eval_tasks or {})))
+                  eval_tasks: Mapping[str, tuple[int, int]] | None = None,
+                  seeds: Mapping[str, int] | None = None) -> TaskEntry:
+    return FAMILIES.add(name, TaskEntry(name, factory, suite, dict(budgets), dict(eval_tasks or {}),
+                                        dict(seeds or {})))
 
 
 # Harlow 12 M on quick: the cue curriculum ends at 3 M and MetODS needs several million more steps on the task
@@ -57,14 +61,18 @@ register_task("maze", Maze, "capacity", {"smoke": 20_000, "quick": 10_000_000, "
 # MuJoCo: ~5k simulated steps/s a core against millions for the torch tasks, hence smaller budgets and fewer
 # held-out tasks. impairment_cheetah gets more steps than impairment_ant: HalfCheetah never ends a trial early and
 # simulates ~4.5x faster. 128 test tasks per impairment variant: θ is forward or backward, and every actuator is
-# scored frozen in turn.
+# scored frozen in turn. Three seeds on quick (the least the continuous-control issue accepts): a learning run
+# there costs tens of minutes of simulation on one core, against minutes on the torch tasks.
 _MUJOCO_EVAL = {"smoke": (8, 4), "paper": (1024, 128)}
+_MUJOCO_SEEDS = {"quick": 3}
 register_task("ant_dir", ant_dir, "efficiency", {"smoke": 3_200, "quick": 500_000, "paper": 50_000_000},
-              {**_MUJOCO_EVAL, "quick": (256, 64)})
+              {**_MUJOCO_EVAL, "quick": (256, 64)}, _MUJOCO_SEEDS)
 register_task("impairment_ant", impairment_ant, "generality",
-              {"smoke": 3_200, "quick": 300_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)})
+              {"smoke": 3_200, "quick": 300_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
+              _MUJOCO_SEEDS)
 register_task("impairment_cheetah", impairment_cheetah, "generality",
-              {"smoke": 3_200, "quick": 1_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)})
+              {"smoke": 3_200, "quick": 1_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
+              _MUJOCO_SEEDS)
 
 
 def make_family(name: str) -> TaskFamily:

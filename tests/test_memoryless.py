@@ -82,3 +82,23 @@ def test_the_oracle_needs_a_family_with_task_features():
         entry.build(family, entry.config(family, SMOKE), seed=0)
     blind = AGENTS.get("blind")
     assert blind.build(family, blind.config(family, SMOKE), seed=0).sees_task is False  # blind runs anywhere
+
+
+@pytest.mark.parametrize("name", ["oracle", "rl2", "metods"])
+def test_orthogonal_init_sets_the_core_and_value_head(name):
+    import dataclasses
+
+    from torch import nn
+
+    family = make_family("impairment_cheetah")
+    entry = AGENTS.get(name)
+    plain = entry.config(family, SMOKE)
+    agent = entry.build(family, dataclasses.replace(plain, orthogonal_init=True), seed=0)
+    linears = [m for m in agent.core.modules() if isinstance(m, nn.Linear)]
+    for layer, gain in [(m, 2 ** 0.5) for m in linears] + [(agent.heads.value, 1.0)]:
+        w = layer.weight.detach().double()
+        small = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # orthonormal rows or columns, times gain²
+        assert torch.allclose(small, gain ** 2 * torch.eye(small.shape[0], dtype=w.dtype), atol=1e-5)
+        assert layer.bias.abs().max() == 0
+    default = entry.build(family, plain, seed=0)  # off: nn.Linear's own initialisation, norm ~0.58, not 1
+    assert abs(float(default.heads.value.weight.norm()) - 1.0) > 0.1

@@ -52,6 +52,16 @@ def test_plan_expands_agents_tasks_seeds():
     json.dumps(runs[0].config)  # JSON-able
 
 
+def test_plan_takes_each_tasks_own_seeds_unless_told():
+    quick = PROFILES.get("quick")
+    runs, _ = plan(["random"], [EFFICIENCY], quick, seeds=None)
+    per_task = {t: sorted(r.seed for r in runs if r.task == t) for t in EFFICIENCY.tasks}
+    assert per_task == {"harlow": list(range(quick.seeds)), "ant_dir": list(range(quick.seeds_for("ant_dir")))}
+    assert quick.seeds_for("ant_dir") == 3 < quick.seeds == 5
+    runs, _ = plan(["random"], [EFFICIENCY], quick, seeds=2)
+    assert sorted({r.seed for r in runs if r.task == "ant_dir"}) == [0, 1]  # --seeds wins
+
+
 def test_resume_skips_finished_runs(tmp_path):
     runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2, tasks=["harlow"])
     first = run_sweep(runs, tmp_path, workers=1)

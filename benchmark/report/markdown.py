@@ -19,7 +19,7 @@ def run_command(suite_name: str, task: str, profile: str, prof, group) -> str:
     has more seeds than the profile's default (seeds 0..K-1 of the agent with the most)."""
     agents = ",".join(agent_order(group.ok)) or "all"
     seeds = max((r["seed"] + 1 for records in group.ok.values() for _p, r in records), default=0)
-    extra = f" --seeds {seeds}" if prof and seeds > prof.seeds else ""
+    extra = f" --seeds {seeds}" if prof and seeds > prof.seeds_for(task) else ""
     return f"metabench run --suite {suite_name} --tasks {task} --profile {profile} --agents {agents}{extra}"
 
 
