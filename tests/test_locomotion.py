@@ -18,6 +18,7 @@ import torch
 from metabench.envs import make_family, task_generator
 from metabench.envs.locomotion import ROBOTS, Locomotion, LocomotionConfig, LocomotionTasks, robot_pool
 from metabench.envs import rng
+from metabench.profiles import PROFILES
 
 
 def tasks_with(family: Locomotion, theta: list[float], frozen: list[int] | None = None) -> LocomotionTasks:
@@ -168,7 +169,6 @@ def test_episode_ends_at_200_steps_or_when_the_ant_falls():
 @pytest.mark.parametrize("agent", ["random", pytest.param("metods", marks=pytest.mark.slow), "rl2", "maml"])
 def test_every_agent_runs_ant_dir_end_to_end(tmp_path, agent):
     """Smoke profile: meta-train (PPO mode, Gaussian heads), evaluate, write the record and the per-step reward."""
-    from metabench.profiles import PROFILES
     from metabench.records import iter_curves
     from metabench.runner import execute_run, plan
     from metabench.suites import SUITES
@@ -185,7 +185,6 @@ def test_every_agent_runs_ant_dir_end_to_end(tmp_path, agent):
 
 
 def test_impairment_record_has_every_frozen_actuator(tmp_path):
-    from metabench.profiles import PROFILES
     from metabench.runner import execute_run, plan
     from metabench.suites import SUITES
 
@@ -194,3 +193,17 @@ def test_impairment_record_has_every_frozen_actuator(tmp_path):
     m = execute_run(spec, tmp_path, "test-version")["metrics"]
     for suffix in ["", "_frozen"] + [f"_frozen_j{k}" for k in range(6)]:
         assert math.isfinite(m[f"episode_return{suffix}"]), suffix
+
+
+def test_anchor_scores_the_oracle_forward_and_refuses_without_records(tmp_path):
+    from metabench import anchor
+    from metabench.agents import AGENTS
+
+    family = make_family(anchor.TASK)
+    entry = AGENTS.get(anchor.AGENT)
+    agent = entry.build(family, entry.config(family, PROFILES.get("smoke")), seed=0)
+    per_step, per_trial = anchor.forward_return_per_step(agent, family, seed=0, n_tasks=4)
+    # HalfCheetah never ends a trial early: every trial lasts its 200 steps.
+    assert math.isfinite(per_step) and per_trial == pytest.approx(per_step * family.max_episode_steps)
+    with pytest.raises(SystemExit, match="no oracle records"):
+        anchor.main(["--results", str(tmp_path), "--profile", "smoke"])
