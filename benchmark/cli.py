@@ -42,10 +42,12 @@ def list_() -> None:
         only = f" (runs on {', '.join(entry.tasks)})" if entry.tasks else ""
         typer.echo(f"  {name:<{w}} {entry.summary}{only}")
     typer.echo("tasks:")
+    quick = PROFILES.get("quick")
     for name in FAMILIES:
         f = make_family(name)
+        budget = f"; quick: {quick.budget_text(name)}" if name in quick.train_env_steps else ""
         typer.echo(f"  {name:<{w}} obs {f.obs_dim}, {f.action_space.kind} actions ({f.action_space.n}), "
-                   f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial")
+                   f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial{budget}")
     typer.echo("suites:")
     for name, suite in SUITES.items():
         typer.echo(f"  {name:<{w}} {', '.join(suite.tasks)}: {suite.summary}")

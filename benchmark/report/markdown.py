@@ -94,8 +94,7 @@ def readme_summary(by_suite: dict[str, dict[tuple[str, str], Group]],
                 if not group.ok:
                     continue
                 metric = make_family(task).primary_metric
-                budget = f"{prof.budget(task):,} meta-training env steps per run, " if prof and task in \
-                    prof.train_env_steps else ""
+                budget = f"{prof.budget_text(task)}, " if prof and task in prof.train_env_steps else ""
                 tests = f"{prof.test_tasks_for(task):,} held-out test tasks per seed" if prof else "held-out test tasks"
                 agents = agent_order(group.ok)
                 out += [f"**{suite_name} / `{task}`, profile `{profile}`** ({budget}{tests}; "
