@@ -59,19 +59,21 @@ register_task("harlow", Harlow, "efficiency", {"smoke": 20_000, "quick": 12_000_
 # The maze at the paper's 10 M on quick too: ~13 min a MetODS run on one core with the fused kernel.
 register_task("maze", Maze, "capacity", {"smoke": 20_000, "quick": 10_000_000, "paper": 10_000_000})
 # MuJoCo: ~5k simulated steps/s a core against millions for the torch tasks, hence smaller budgets and fewer
-# held-out tasks. impairment_cheetah gets more steps than impairment_ant: HalfCheetah never ends a trial early and
-# simulates ~4.5x faster. 128 test tasks per impairment variant: θ is forward or backward, and every actuator is
-# scored frozen in turn. Three seeds on quick (the least the continuous-control issue accepts): a learning run
-# there costs tens of minutes of simulation on one core, against minutes on the torch tasks.
+# held-out tasks. Quick budgets: what fits ~15-25 minutes of the slowest learner (RL², MetODS) on one core under
+# the MuJoCo trainer settings (agents/defaults.py): Ant 2 M; HalfCheetah 3 M, because it simulates ~5x faster and
+# never ends a trial early (MetODS there: 122.6 and 257.0 at 1 M, 381.6 and 431.4 at 3 M; FINDINGS.md).
+# 128 test tasks per impairment variant: θ is forward or backward, and every actuator is scored frozen in turn.
+# Three seeds on quick (the least the continuous-control issue accepts): a learning run there costs tens of
+# minutes of simulation on one core, against minutes on the torch tasks.
 _MUJOCO_EVAL = {"smoke": (8, 4), "paper": (1024, 128)}
 _MUJOCO_SEEDS = {"quick": 3}
-register_task("ant_dir", ant_dir, "efficiency", {"smoke": 3_200, "quick": 500_000, "paper": 50_000_000},
+register_task("ant_dir", ant_dir, "efficiency", {"smoke": 3_200, "quick": 2_000_000, "paper": 50_000_000},
               {**_MUJOCO_EVAL, "quick": (256, 64)}, _MUJOCO_SEEDS)
 register_task("impairment_ant", impairment_ant, "generality",
-              {"smoke": 3_200, "quick": 300_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
+              {"smoke": 3_200, "quick": 2_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
               _MUJOCO_SEEDS)
 register_task("impairment_cheetah", impairment_cheetah, "generality",
-              {"smoke": 3_200, "quick": 1_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
+              {"smoke": 3_200, "quick": 3_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
               _MUJOCO_SEEDS)
 
 
