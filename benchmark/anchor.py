@@ -47,7 +47,7 @@ def forward_return_per_step(agent, family, seed: int, n_tasks: int) -> tuple[flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metabench.envs import make_family
+    from metabench.envs import FAMILIES, make_family
     from metabench.profiles import PROFILES
     from metabench.runner import load_agent
 
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=128)
     args = p.parse_args(argv)
     profile = PROFILES.get(args.profile)
-    folder = args.results / args.profile / "generality" / TASK / AGENT
+    folder = args.results / args.profile / FAMILIES.get(TASK).suite / TASK / AGENT
     records = sorted(folder.glob("seed*.json"))
     if not records:
         raise SystemExit(f"no {AGENT} records under {folder}; run `metabench run --agents {AGENT} --tasks {TASK}`")
     family = make_family(TASK)
     budget = profile.budget(TASK)
     steps = family.max_episode_steps
-    print(f"| policy | env steps of training | episode steps | return per step | return per episode |")
+    print("| policy | env steps of training | episode steps | return per step | return per episode |")
     print("|---|---|---|---|---|")
     for record in records:
         try:

@@ -54,18 +54,14 @@ class Profile:
         return f"{steps:,} meta-training env steps per run{share}"
 
     def _eval_tasks(self, task: str) -> tuple[int, int]:
-        from metabench.envs import FAMILIES
-
-        entry = FAMILIES.get(task) if task in FAMILIES else None
+        entry = _task_entry(task)
         default = (self.test_tasks, self.curve_tasks)
         return default if entry is None else tuple(entry.eval_tasks.get(self.name, default))
 
     def seeds_for(self, task: str) -> int:
         """Seeds per agent on ``task`` when ``--seeds`` is not given: the task's own under this profile if it
         declares one (the MuJoCo tasks on ``quick``: a run costs minutes of simulation), else :attr:`seeds`."""
-        from metabench.envs import FAMILIES
-
-        entry = FAMILIES.get(task) if task in FAMILIES else None
+        entry = _task_entry(task)
         return self.seeds if entry is None else int(entry.seeds.get(self.name, self.seeds))
 
     def test_tasks_for(self, task: str) -> int:
@@ -85,6 +81,13 @@ class Profile:
             "curve_tasks": self.curve_tasks_for(task),
             "curve_points": self.curve_points,
         }
+
+
+def _task_entry(task: str):
+    """The registered :class:`~metabench.envs.TaskEntry` of ``task``, or None for a name not registered."""
+    from metabench.envs import FAMILIES
+
+    return FAMILIES.get(task) if task in FAMILIES else None
 
 
 PROFILES: Registry[Profile] = Registry("profile")
