@@ -22,25 +22,31 @@ AGENTS: Registry[AgentEntry] = Registry("agent")
 ABLATION_TASKS = ("harlow", "maze")
 """Where the paper ablates MetODS (Fig. 3c, Fig. 4c): its ablations run there only."""
 
+ABLATION_SEEDS = {"quick": 3}
+"""Seeds of an ablation per task on ``quick``: a maze run of one costs 15-65 minutes on a core here, and the
+fast-training issue asks for 5 seeds where time allows, else 3. ``--seeds`` gives more (Harlow's S=1 and
+no-α rows commit 10)."""
+
 REFERENCE_TASKS = LOCOMOTION
 """Where the memoryless references (``oracle``, ``blind``) run: the continuous-control tasks, whose families
 give task features (:meth:`~metabench.envs.base.TaskFamily.task_features`)."""
 
 
 def register(name: str, cls: type[Agent], summary: str, paper_fallback: str | None = None,
-             tasks: tuple[str, ...] | None = None, **overrides) -> AgentEntry:
-    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides, paper_fallback, tasks))
+             tasks: tuple[str, ...] | None = None, seeds: dict[str, int] | None = None, **overrides) -> AgentEntry:
+    return AGENTS.add(name, AgentEntry(name, cls, summary, overrides, paper_fallback, tasks, seeds or {}))
 
 
 register("random", RandomAgent, "uniform random actions; calibrates every task")
 register("metods", MetODSAgent, "MetODS, linear write, S=4 (the paper's headline)")
-register("metods_s1", MetODSAgent, "MetODS ablation: S=1", S=1, tasks=ABLATION_TASKS)
-register("metods_s2", MetODSAgent, "MetODS ablation: S=2", S=2, tasks=ABLATION_TASKS)
+register("metods_s1", MetODSAgent, "MetODS ablation: S=1", S=1, tasks=ABLATION_TASKS, seeds=ABLATION_SEEDS)
+register("metods_s2", MetODSAgent, "MetODS ablation: S=2", S=2, tasks=ABLATION_TASKS, seeds=ABLATION_SEEDS)
 register("metods_no_alpha", MetODSAgent, "MetODS ablation: scalar plasticity instead of the N x N mask α",
-         tasks=ABLATION_TASKS, plasticity="scalar")
+         tasks=ABLATION_TASKS, seeds=ABLATION_SEEDS, plasticity="scalar")
 register("metods_vanilla", MetODSAgent, "MetODS ablation: vanilla write α⊙(v⊗v)", write="vanilla",
-         tasks=ABLATION_TASKS)
-register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp", tasks=ABLATION_TASKS)
+         tasks=ABLATION_TASKS, seeds=ABLATION_SEEDS)
+register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v))", write="mlp", tasks=ABLATION_TASKS,
+         seeds=ABLATION_SEEDS)
 register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
 register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",

@@ -223,6 +223,9 @@ class AgentEntry:
     tasks: tuple[str, ...] | None = None
     """The tasks this name is run on (None: every task the class supports). The MetODS
     ablations are the paper's Harlow and maze experiments, not run on MuJoCo by default."""
+    seeds: Mapping[str, int] = field(default_factory=dict)
+    """Seeds per task under a profile (name -> count) when ``--seeds`` is not given, where this name runs fewer
+    than the profile's: the ablations run 3 on ``quick`` (:meth:`~metabench.profiles.Profile.seeds_for`)."""
 
     def config(self, family: TaskFamily, profile: "Profile") -> AgentConfig:
         return dataclasses.replace(self.cls.default_config(family, profile), **self.overrides)

@@ -56,6 +56,9 @@ def list_() -> None:
         own = {t: prof.seeds_for(t) for t in FAMILIES if prof.seeds_for(t) != prof.seeds}
         by_count = {n: [t for t, k in own.items() if k == n] for n in sorted(set(own.values()))}
         also = "".join(f" ({n} on {', '.join(ts)})" for n, ts in by_count.items())
+        fewer = [a for a in AGENTS if AGENTS.get(a).seeds.get(name, prof.seeds) < prof.seeds]
+        also += f" ({', '.join(sorted({str(AGENTS.get(a).seeds[name]) for a in fewer}))} for {', '.join(fewer)})" \
+            if fewer else ""
         typer.echo(f"  {name:<{w}} {prof.seeds} seeds{also}; {prof.summary}")
 
 

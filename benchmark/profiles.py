@@ -58,11 +58,17 @@ class Profile:
         default = (self.test_tasks, self.curve_tasks)
         return default if entry is None else tuple(entry.eval_tasks.get(self.name, default))
 
-    def seeds_for(self, task: str) -> int:
-        """Seeds per agent on ``task`` when ``--seeds`` is not given: the task's own under this profile if it
-        declares one (the MuJoCo tasks on ``quick``: a run costs minutes of simulation), else :attr:`seeds`."""
+    def seeds_for(self, task: str, agent: str | None = None) -> int:
+        """Seeds of ``agent`` (or of any agent) on ``task`` when ``--seeds`` is not given: :attr:`seeds`, or fewer
+        where the task or the agent declares its own under this profile (the MuJoCo tasks on ``quick``, whose
+        runs cost minutes of simulation; the MetODS ablations); the smallest of them."""
+        from metabench.agents import AGENTS
+
         entry = _task_entry(task)
-        return self.seeds if entry is None else int(entry.seeds.get(self.name, self.seeds))
+        counts = [self.seeds, entry.seeds.get(self.name, self.seeds) if entry is not None else self.seeds]
+        if agent is not None and agent in AGENTS:
+            counts.append(AGENTS.get(agent).seeds.get(self.name, self.seeds))
+        return int(min(counts))
 
     def test_tasks_for(self, task: str) -> int:
         """Held-out test tasks of the final evaluation of a run of ``task``."""

@@ -99,7 +99,7 @@ def plan(
     agents: list[str], suites: list[Suite], profile: Profile, seeds: int | None, tasks: list[str] | None = None
 ) -> tuple[list[RunSpec], list[str]]:
     """All runs of the selection, and notes on (agent, task) pairs skipped as unsupported. ``seeds``: per
-    (agent, task); None: the profile's for each task (:meth:`Profile.seeds_for`)."""
+    (agent, task); None: the profile's for each agent and task (:meth:`Profile.seeds_for`)."""
     runs, notes = [], []
     for suite in suites:
         for task in suite.tasks:
@@ -114,7 +114,7 @@ def plan(
                 if entry.tasks is not None and task not in entry.tasks:
                     notes.append(f"{agent} runs on {', '.join(entry.tasks)} only; skipped on {task}")
                     continue
-                for seed in range(profile.seeds_for(task) if seeds is None else seeds):
+                for seed in range(profile.seeds_for(task, agent) if seeds is None else seeds):
                     runs.append(RunSpec(profile.name, suite.name, task, agent, seed,
                                         resolve_config(agent, task, profile, seed)))
     return runs, notes

@@ -62,6 +62,16 @@ def test_plan_takes_each_tasks_own_seeds_unless_told():
     assert sorted({r.seed for r in runs if r.task == "ant_dir"}) == [0, 1]  # --seeds wins
 
 
+def test_plan_takes_an_agents_own_seeds_where_fewer():
+    quick = PROFILES.get("quick")
+    runs, _ = plan(["metods", "metods_s1"], [EFFICIENCY], quick, seeds=None, tasks=["harlow"])
+    per_agent = {a: sorted(r.seed for r in runs if r.agent == a) for a in ("metods", "metods_s1")}
+    assert per_agent == {"metods": list(range(quick.seeds)), "metods_s1": [0, 1, 2]}
+    runs, _ = plan(["metods_s1"], [EFFICIENCY], quick, seeds=5, tasks=["harlow"])
+    assert len(runs) == 5  # --seeds wins
+    assert PROFILES.get("smoke").seeds_for("harlow", "metods_s1") == PROFILES.get("smoke").seeds
+
+
 def test_resume_skips_finished_runs(tmp_path):
     runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=2, tasks=["harlow"])
     first = run_sweep(runs, tmp_path, workers=1)
