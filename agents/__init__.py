@@ -13,6 +13,7 @@ from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, 
 from .maml import MAMLAgent
 from .memoryless import MemorylessAgent
 from .metods import MetODSAgent, UntrainedMetODS
+from .pearl import PEARLAgent
 from .random_agent import RandomAgent
 from .rl2 import RL2Agent
 
@@ -51,6 +52,8 @@ register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
 register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",
          first_order=True)
+register("pearl", PEARLAgent, "PEARL: SAC on a latent z inferred online from the trial's transitions (product of "
+         "Gaussians); discrete SAC on Harlow and the maze (our extension)")
 register("oracle", MemorylessAgent, "reference: memoryless policy given the task (direction; frozen actuator)",
          tasks=REFERENCE_TASKS, sees_task=True)
 register("blind", MemorylessAgent, "reference: the oracle's policy without the task (can move, not where)",

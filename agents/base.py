@@ -164,6 +164,12 @@ class Agent(ABC):
         return True
 
     @classmethod
+    def row_note(cls, family: TaskFamily) -> str | None:
+        """A footnote for this agent's rows on ``family`` in the reports, where the row is not what the paper
+        ran (PEARL's discrete SAC on Harlow and the maze: our extension); None by default."""
+        return None
+
+    @classmethod
     def default_config(cls, family: TaskFamily, profile: "Profile") -> AgentConfig:
         """Hyperparameters for this family and profile: the rows of the defaults table that apply."""
         from .defaults import defaults_for

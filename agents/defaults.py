@@ -72,11 +72,26 @@ TABLE: tuple[Row, ...] = (
         "adapts once, at step 50 of 100"),
     Row(("maml",), LOCOMOTION, ANY, {"adapt_every": 100, "inner_lr": 0.1, "gamma": 0.99},
         "adapts once at t = 100 of 200 (the paper's Ant-dir); inner step 0.1, MAML's own Ant-dir value"),
+    # --- PEARL: the authors' settings (the config's defaults) on paper; scaled down on quick (agents/pearl.py) ---
+    Row(("pearl",), ("ant_dir",), ("paper",), {"meta_batch": 4, "context_batch": 256, "updates_per_env_step": 0.8},
+        "the authors' Ant-dir: 4 tasks per step, 256-transition contexts, twice the gradient steps"),
+    Row(("pearl",), ANY, ("quick",), {"hidden": 128, "layers": 2, "encoder_hidden": 128, "encoder_layers": 2,
+                                      "meta_batch": 8, "batch": 128},
+        "a gradient step of the authors' size costs ~0.5 s on a core here; 8 tasks x 128 transitions on 2 x 128 "
+        "networks ~20 ms"),
+    Row(("pearl",), LOCOMOTION, ("quick",), {"updates_per_env_step": 0.02, "collect_trials": 16},
+        "40-60 k gradient steps in a 2-3 M-step run: ~20-30 min on one core"),
+    Row(("pearl",), ("harlow", "maze"), ("quick",), {"updates_per_env_step": 0.005, "collect_trials": 32},
+        "50-60 k gradient steps in a 10-12 M-step run; 32 trials a round, so that acting step by step is cheap"),
     # --- Profiles ---
     Row(RECURRENT, ANY, ("smoke",), {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
         "seconds a run (CI, the regression gate): no compile, small batches"),
     Row(("maml",), ANY, ("smoke",), {"batch_tasks": 64, "ppo_epochs": 2, "minibatches": 2},
         "seconds a run (CI, the regression gate)"),
+    Row(("pearl",), ANY, ("smoke",), {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 1,
+                                      "meta_batch": 4, "batch": 32, "context_batch": 16, "train_tasks": 64,
+                                      "collect_trials": 4, "updates_per_env_step": 0.01},
+        "seconds a run (CI, the regression gate): small networks and batches, 8 training tasks"),
     Row(ANY, LOCOMOTION, ("smoke",), {"batch_tasks": 16},
         "smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator"),
 )

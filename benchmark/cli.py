@@ -16,7 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     # Plain help: typer's rich help prints a type column even for flags (`--help <bool>`).
     rich_markup_mode=None,
-    help="metabench: meta-RL agents (MetODS, RL², MAML, Random; PEARL is planned) on the efficiency, "
+    help="metabench: meta-RL agents (MetODS, RL², MAML, PEARL, Random) on the efficiency, "
     "capacity and generality suites (Meta-World tasks are planned). Records go to results/, reports to "
     "reports/.",
 )

@@ -265,3 +265,21 @@ def test_the_oracle_is_the_ceiling_of_a_task_without_one():
     lines = retention_table("impairment_cheetah", family, group)
     assert _cells(lines, "metods")[3] == "0.50" and _cells(lines, "oracle")[3] == "1.00"
     assert any("the `oracle`'s unimpaired" in line for line in lines)
+
+
+def test_rows_the_paper_did_not_run_carry_a_footnote():
+    """PEARL's discrete SAC on the maze is our extension: its row is marked and the note follows the table;
+    on a continuous task, and for every other agent, there is no note."""
+    from metabench.envs import make_family
+    from metabench.report.tables import row_note, task_table
+
+    maze = make_family("maze")
+    assert "our extension" in row_note("pearl", maze)
+    assert row_note("pearl", make_family("impairment_cheetah")) is None
+    assert row_note("metods", maze) is None and row_note("not_an_agent", maze) is None
+    runs = {a: [(p, {**r, "env_steps": 100, "wall_time_s": 1.0}) for p, r in
+                _runs(a, {0: 3.0, 1: 4.0}, "cumulative_reward")] for a in ("pearl", "rl2")}
+    lines = task_table("maze", maze, Group(ok=runs, failed=[]))
+    assert any(line.startswith("| `pearl`\\* | 2 |") for line in lines)
+    assert _cells(lines, "rl2")[0] == "`rl2`"
+    assert lines[-1].startswith("\\* `pearl`: discrete SAC")

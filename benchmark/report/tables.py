@@ -22,10 +22,13 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     if family.solved:
         head.append(f"seeds solving ({family.solved[0]} ≥ {family.solved[1]:g}) [Wilson 95 % CI]")
     head += ["env steps / run", "train env-steps/s", "wall time / run"]
-    rows = []
+    rows, notes = [], []
     for agent in agent_order(group.ok):
         df = group.of(agent)
-        row = [f"`{agent}`", str(len(df))]
+        note = row_note(agent, family)
+        if note:
+            notes.append("\\*" * (len(notes) + 1) + f" `{agent}`: {note}")
+        row = [f"`{agent}`" + ("\\*" * len(notes) if note else ""), str(len(df))]
         for name, _spec, mapping in cols:
             cell = pooled(df, name)
             row.append("—" if cell is None else f"{fmt(cell.mean)} ± {fmt(cell.std)}")
@@ -46,7 +49,14 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
         wall = sum(df["wall_time_s"].tolist()) / n
         row += [f"{steps:,.0f}", f"{speed:,.0f}" if speed else "—", f"{wall:.1f} s"]
         rows.append(row)
-    return md_table(head, rows)
+    return md_table(head, rows) + (["", *[n + "  " for n in notes[:-1]], notes[-1]] if notes else [])
+
+
+def row_note(agent: str, family: TaskFamily) -> str | None:
+    """What a row runs that the paper does not (:meth:`~metabench.agents.base.Agent.row_note`), if anything."""
+    from metabench.agents import AGENTS
+
+    return AGENTS.get(agent).cls.row_note(family) if agent in AGENTS else None
 
 
 def solve_rate(df, metric: str, threshold: float) -> str:
