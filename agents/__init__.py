@@ -21,7 +21,9 @@ AGENTS: Registry[AgentEntry] = Registry("agent")
 
 
 ABLATION_TASKS = ("harlow", "maze")
-"""Where the paper ablates MetODS (Fig. 3c, Fig. 4c): its ablations run there only."""
+"""Where the paper ablates MetODS (Fig. 3c, Fig. 4c): its ablations run there only, and so does first-order MAML
+(a cost ablation: on the MuJoCo tasks second-order MAML scores below random actions, FINDINGS.md, and a run
+there costs 15-25 minutes of a core for a row that says nothing more)."""
 
 ABLATION_SEEDS = {"quick": 3}
 """Seeds of an ablation per task on ``quick``: a maze run of one costs 15-65 minutes on a core here, and the
@@ -51,7 +53,7 @@ register("metods_mlp", MetODSAgent, "MetODS ablation: MLP write α⊙(v⊗MLP(v)
 register("rl2", RL2Agent, "RL²: GRU memory, same trainer as MetODS")
 register("maml", MAMLAgent, "MAML: 3-layer MLP adapted mid-trial by policy-gradient steps, PPO outer loop, second order")
 register("maml_fo", MAMLAgent, "MAML ablation: first order (inner gradients are constants of the meta-gradient)",
-         first_order=True)
+         tasks=ABLATION_TASKS, first_order=True)
 register("pearl", PEARLAgent, "PEARL: SAC on a latent z inferred online from the trial's transitions (product of "
          "Gaussians); discrete SAC on Harlow and the maze (our extension)")
 register("oracle", MemorylessAgent, "reference: memoryless policy given the task (direction; frozen actuator)",
