@@ -77,8 +77,8 @@ TABLE: tuple[Row, ...] = (
         "the authors' Ant-dir: 4 tasks per step, 256-transition contexts, twice the gradient steps"),
     Row(("pearl",), ANY, ("quick",), {"hidden": 128, "layers": 2, "encoder_hidden": 128, "encoder_layers": 2,
                                       "meta_batch": 8, "batch": 128},
-        "a gradient step of the authors' size costs ~0.5 s on a core here; 8 tasks x 128 transitions on 2 x 128 "
-        "networks ~20 ms"),
+        "a gradient step of the authors' size took 0.73 s on a core here; 8 tasks x 128 transitions on 2 x 128 "
+        "networks ~26 ms (FINDINGS.md, PEARL)"),
     Row(("pearl",), LOCOMOTION, ("quick",), {"updates_per_env_step": 0.02, "collect_trials": 16},
         "40-60 k gradient steps in a 2-3 M-step run: ~20-30 min on one core"),
     Row(("pearl",), ("harlow", "maze"), ("quick",), {"updates_per_env_step": 0.005, "collect_trials": 32},
@@ -91,7 +91,7 @@ TABLE: tuple[Row, ...] = (
     Row(("pearl",), ANY, ("smoke",), {"hidden": 32, "layers": 2, "encoder_hidden": 32, "encoder_layers": 1,
                                       "meta_batch": 4, "batch": 32, "context_batch": 16, "train_tasks": 64,
                                       "collect_trials": 4, "updates_per_env_step": 0.01},
-        "seconds a run (CI, the regression gate): small networks and batches, 8 training tasks"),
+        "seconds a run (CI, the regression gate): small networks and batches, 64 replay slots"),
     Row(ANY, LOCOMOTION, ("smoke",), {"batch_tasks": 16},
         "smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator"),
 )

@@ -275,12 +275,11 @@ class PEARLAgent(Agent):
         mean, log_std = out.chunk(2, dim=-1)
         return mean, log_std.clamp(-20.0, 2.0)
 
-    def sample(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None):
+    def sample(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator):
         """Continuous: an action in [-1, 1] (tanh-squashed, before the bounds) and its log-probability."""
         mean, log_std = self.policy(obs, z)
-        std = log_std.exp()
-        eps = torch.randn(mean.shape, generator=generator) if generator is not None else torch.randn_like(mean)
-        u = mean + std * eps
+        eps = torch.randn(mean.shape, generator=generator)
+        u = mean + log_std.exp() * eps
         a = torch.tanh(u)
         logp = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
@@ -302,7 +301,6 @@ class PEARLAgent(Agent):
         return weighted_mean * var + var.sqrt() * torch.randn(precision.shape, generator=self.action_generator)
 
     def act(self, inputs: AgentInput, memory: PEARLMemory) -> tuple[torch.Tensor, PEARLMemory]:
-        b = inputs.obs.shape[0]
         fresh = inputs.task_start
         # the transition the previous step completed: (s_{t-1}, a_{t-1}, r_{t-1}), present after the task's first step
         has_prev = ~fresh
@@ -327,7 +325,6 @@ class PEARLAgent(Agent):
         act = inputs.active
         kept = PEARLMemory(*(keep_inactive(act, getattr(new, f), getattr(memory, f)) for f in
                              ("precision", "weighted_mean", "last_obs", "z", "steps")))
-        assert action.shape[0] == b
         return action, kept
 
     # --- Meta-training ----------------------------------------------------------------------------
