@@ -52,16 +52,18 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
     for key in sorted(by_key):
         runs = by_key[key]
         out[key] = {}
-        for metric, suffix, spec in make_family(runs[0]["task"]).scored_metrics():
+        family = make_family(runs[0]["task"], runs[0].get("profile"))
+        for metric, suffix, spec in family.scored_metrics():
             episodes = f"test_episodes{suffix}"
+            per_trial = family.episodes_per_trial if spec.last_episode_of else 1  # one value per trial
             vals = [r["metrics"][metric] for r in runs if metric in r["metrics"]]
             if not vals:
                 continue
             mean = sum(vals) / len(vals)
             seed_std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
             # standard error of the mean of seed means, from each run's per-episode std
-            se2 = [r["metrics"].get(f"{metric}_std", 0.0) ** 2 / max(r["metrics"].get(episodes, 1.0), 1.0)
-                   for r in runs if metric in r["metrics"]]
+            se2 = [r["metrics"].get(f"{metric}_std", 0.0) ** 2
+                   / max(r["metrics"].get(episodes, 1.0) / per_trial, 1.0) for r in runs if metric in r["metrics"]]
             episode_se = math.sqrt(sum(se2)) / len(se2)
             out[key][metric] = {"mean": mean, "seed_std": seed_std, "episode_se": episode_se, "seeds": len(vals),
                                 "higher_is_better": spec.higher_is_better}

@@ -98,7 +98,8 @@ def run_trials(
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    """``<metric>`` (mean over test episodes), ``<metric>_std`` and ``test_episodes``."""
+    """``<metric>`` (mean over test episodes; a ``last_episode_of`` metric: over the trials' last episodes),
+    ``<metric>_std`` and ``test_episodes``."""
     step_reward: np.ndarray
     """Mean reward at each step of the trial over the tasks still active there."""
     step_active: np.ndarray
@@ -122,6 +123,10 @@ def evaluate(agent: Agent, family: TaskFamily, seed: int, n_tasks: int, batch_si
             for ep in res.episode_metrics:
                 for k, v in ep.items():
                     values.setdefault(k, []).append(v.to(torch.float64))
+            for spec in family.metrics:  # e.g. success_last: the trial's last episode only
+                if spec.last_episode_of is not None:
+                    last = res.episode_metrics[-1][spec.last_episode_of]
+                    values.setdefault(spec.name, []).append(last.to(torch.float64))
             r, a = res.rewards.to(torch.float64).sum(1), res.active.to(torch.float64).sum(1)
             reward_sum, active_sum = _add_padded(reward_sum, r), _add_padded(active_sum, a)
     metrics: dict[str, float] = {}
@@ -186,19 +191,28 @@ class CurveMonitor:
         self._next_log = self._log_every
 
     def evaluate_now(self, checkpoint: int, env_steps: int, episodes: int) -> Evaluation:
-        """Held-out evaluation, logged at the nominal ``checkpoint`` (so seeds line up) with the actual counts."""
-        ev = evaluate(self.agent, self.family, self.seed, self.curve_tasks)
-        self.log_eval(checkpoint, env_steps, episodes, ev.metrics)
+        """Held-out evaluation of every curve variant (:meth:`TaskFamily.curve_variants`), logged at the nominal
+        ``checkpoint`` (so seeds line up) with the actual counts; returns the family's own."""
+        out = None
+        for suffix, variant in self.family.curve_variants().items():
+            ev = evaluate(self.agent, variant, self.seed, self.curve_tasks)
+            self.log_eval(checkpoint, env_steps, episodes, ev.metrics, suffix)
+            if suffix == "":
+                out = ev
+        assert out is not None, f"{self.family.name}: curve_variants() must include the family itself ('')"
         if self.reporter is not None:
-            self.reporter(env_steps, score=ev.metrics.get(self.family.primary_metric))
-        return ev
+            self.reporter(env_steps, score=out.metrics.get(self.family.primary_metric))
+        return out
 
-    def log_eval(self, checkpoint: int, env_steps: int, episodes: int, metrics: Mapping[str, float]) -> None:
-        self.rows.append(("eval", checkpoint, "env_steps", float(env_steps)))
-        self.rows.append(("eval", checkpoint, "episodes", float(episodes)))
+    def log_eval(self, checkpoint: int, env_steps: int, episodes: int, metrics: Mapping[str, float],
+                 suffix: str = "") -> None:
+        """One evaluation's metrics (of the variant ``suffix``: metric names suffixed) at ``checkpoint``."""
+        if suffix == "":
+            self.rows.append(("eval", checkpoint, "env_steps", float(env_steps)))
+            self.rows.append(("eval", checkpoint, "episodes", float(episodes)))
         for k, v in metrics.items():
             if not k.endswith("_std") and k != "test_episodes":
-                self.rows.append(("eval", checkpoint, k, v))
+                self.rows.append(("eval", checkpoint, f"{k}{suffix}", v))
 
     def update(self, env_steps: int, episodes: int, scalars: Mapping[str, float]) -> None:
         self.episodes = episodes

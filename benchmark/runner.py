@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -66,7 +67,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def resolve_config(agent: str, task: str, profile: Profile, seed: int) -> dict[str, Any]:
-    family = make_family(task)
+    family = make_family(task, profile.name)
     entry = AGENTS.get(agent)
     return _jsonable({
         "agent": {"name": agent, "class": entry.cls.__name__, **dataclasses.asdict(entry.config(family, profile))},
@@ -105,7 +106,7 @@ def plan(
         for task in suite.tasks:
             if tasks is not None and task not in tasks:
                 continue
-            family = make_family(task)
+            family = make_family(task, profile.name)
             for agent in agents:
                 entry = AGENTS.get(agent)
                 if not entry.cls.supports(family):
@@ -233,7 +234,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
     state: dict[str, Any] = {}
     try:
         profile = PROFILES.get(spec.profile)
-        family = make_family(spec.task)
+        family = make_family(spec.task, spec.profile)
         entry = AGENTS.get(spec.agent)
         config = entry.config(family, profile)
         if resolve_config(spec.agent, spec.task, profile, spec.seed) != spec.config:
@@ -266,11 +267,11 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         for suffix, variant in family.evaluation_variants().items():
             ev = evaluate(agent, variant, spec.seed, profile.test_tasks_for(spec.task))
             metrics.update({_suffixed(k, suffix): v for k, v in ev.metrics.items()})
-            for t, (r, a) in enumerate(zip(ev.step_reward, ev.step_active)):
-                rows.append((f"step_reward{suffix}", t, "reward", float(r)))
-                rows.append((f"step_reward{suffix}", t, "active_fraction", float(a)))
-            if suffix == "" and used > 0:
-                monitor.log_eval(budget, used, monitor.episodes, ev.metrics)
+            for t, r, a in step_bins(ev.step_reward, ev.step_active):
+                rows.append((f"step_reward{suffix}", t, "reward", r))
+                rows.append((f"step_reward{suffix}", t, "active_fraction", a))
+            if suffix in family.curve_variants() and used > 0:
+                monitor.log_eval(budget, used, monitor.episodes, ev.metrics, suffix)
         metrics["train_env_steps_per_s"] = used / train_time if used and train_time > 0 else 0.0
         metrics.update({f"train_{k}": float(v) for k, v in agent.training_summary().items()})
         record["metrics"] = metrics
@@ -290,6 +291,24 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         write_atomic(weights, buf.getvalue())
     write_record(path, record)
     return record
+
+
+STEP_POINTS = 500
+"""At most this many points of the reward-per-step curve of a trial in a run's curves file."""
+
+
+def step_bins(reward: Any, active: Any, points: int = STEP_POINTS) -> list[tuple[int, float, float]]:
+    """``(first step, mean reward, mean active fraction)`` per bin of ⌈T / points⌉ steps of a trial: every step
+    where the trial is short (Harlow, the maze, the MuJoCo tasks), bins on Meta-World's 5,000 steps, so that
+    a curves file stays small enough to commit. The reward is averaged over the active tasks of the bin."""
+    width = max(1, math.ceil(len(reward) / points))
+    out = []
+    for start in range(0, len(reward), width):
+        r, a = reward[start:start + width], active[start:start + width]
+        weight = float(sum(a))
+        mean_r = float(sum(x * y for x, y in zip(r, a)) / weight) if weight > 0 else 0.0
+        out.append((start, mean_r if width > 1 else float(r[0]), float(sum(a) / len(a))))
+    return out
 
 
 def state_path(record: Path) -> Path:
@@ -312,7 +331,7 @@ def load_agent(record: Path) -> Any:
     now = resolve_config(rec["agent"], rec["task"], profile, rec["seed"])
     if not same_config(rec["config"], now):
         raise ValueError(f"{record}: recorded with another config than this code runs; rerun it")
-    family = make_family(rec["task"])
+    family = make_family(rec["task"], rec["profile"])
     entry = AGENTS.get(rec["agent"])
     agent = entry.build(family, entry.config(family, profile), rec["seed"])
     if agent.stateful():  # else nothing was learned (Random): the fresh agent is the trained one

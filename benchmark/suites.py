@@ -2,7 +2,6 @@
 
 A task names its suite where it is registered (:func:`metabench.envs.register_task`);
 a suite lists its tasks in registration order, which is the report's order.
-Planned: ``generality`` gains the Meta-World tasks.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ SUITES.add("efficiency", Suite("efficiency", "how fast an agent adapts inside on
 SUITES.add("capacity", Suite("capacity", "how much an agent can memorise inside one episode: "
                              "partially observable mazes (train L=8, also scored on L=10)"))
 SUITES.add("generality", Suite("generality", "how well an agent's learning generalises: robots with a frozen "
-                               "actuator, scored without retraining"))
+                               "actuator, scored without retraining; Meta-World goals and task classes held out"))
 
 
 def select_suites(spec: str) -> list[Suite]:

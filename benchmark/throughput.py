@@ -4,6 +4,7 @@
     python -m metabench.throughput --quick         # fewer updates per case
     python -m metabench.throughput --simulation    # MuJoCo tasks: our batched env against raw mj_step
     python -m metabench.throughput --step          # the MetODS core alone: eager, compiled and fused kernels
+    python -m metabench.throughput --metaworld     # Meta-World: simulation alone, and training on reach
     python -m metabench.throughput --compare       # training defaults, memory cores before (autograd) and after
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
@@ -56,10 +57,37 @@ CASES = {
     "metods_mlp-maze-ppo": ("metods_mlp", "maze", {}),  # the MLP-write ablation (fused since the MLP write)
     "maml-harlow-ppo": ("maml", "harlow", {}),  # MAML's training defaults (eager only: no compile option)
     "maml-maze-ppo": ("maml", "maze", {}),
+    # Meta-World (training defaults: 8 trials of 10 x 500 steps an update); --metaworld only
+    "metods-mw_ml1_reach-ppo": ("metods", "mw_ml1_reach", {}),
+    "rl2-mw_ml1_reach-ppo": ("rl2", "mw_ml1_reach", {}),
+    "maml-mw_ml1_reach-ppo": ("maml", "mw_ml1_reach", {}),
     "metods-ant_dir-ppo": ("metods", "ant_dir", {}),  # the MuJoCo training defaults (PPO 4 x 4, 128 trials; MAML 32)
     "rl2-ant_dir-ppo": ("rl2", "ant_dir", {}),
     "maml-ant_dir-ppo": ("maml", "ant_dir", {}),
 }
+
+
+METAWORLD_CASES = tuple(c for c in CASES if "-mw_" in c)
+"""The training cases of ``--metaworld`` (left out of the full table: an update there is tens of seconds)."""
+
+
+def metaworld_simulation(task: str, batch: int = 8, seconds: float = 10.0) -> float:
+    """Env-steps/s of a Meta-World family's batched environment alone, random actions, one thread (the
+    simulation a run cannot go faster than)."""
+    from metabench.envs import make_family
+    from metabench.envs.base import task_generator
+
+    torch.set_num_threads(1)
+    family = make_family(task)
+    env = family.make_env(family.sample_tasks(batch, "train", task_generator(0, "train")))
+    gen = torch.Generator().manual_seed(0)
+    env.reset()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if bool(env.done.all()):
+            env.reset()
+        n += int(env.step(torch.rand(batch, family.action_space.n, generator=gen) * 2 - 1).active.sum())
+    return n / (time.perf_counter() - t0)
 
 
 def locomotion_simulation(robot: str, seconds: float = 3.0) -> dict:
@@ -474,6 +502,8 @@ def main() -> None:
     parser.add_argument("--after-only", action="store_true",
                         help="--compare: only today's default kernel (auto), not the autograd rows")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
+    parser.add_argument("--metaworld", action="store_true",
+                        help="only Meta-World: simulation alone per task, training of MetODS, RL² and MAML on reach")
     parser.add_argument("--step", action="store_true", help="only the MetODS core's kernels (speed, memory)")
     parser.add_argument("--step-memory", type=int, help="one memory measurement of --step (internal)")
     parser.add_argument("--kernel", choices=("auto", "fused", "autograd"),
@@ -489,6 +519,17 @@ def main() -> None:
         return
     if args.step:
         step_table()
+        return
+    if args.metaworld:
+        print("| task | simulation alone, B=8, random actions (env-steps/s) |\n|---|---|")
+        for task in ("mw_ml1_reach", "mw_ml1_push", "mw_ml10"):
+            print(f"| {task} | {metaworld_simulation(task):,.0f} |", flush=True)
+        print("\n| case (one thread, training defaults) | env-steps/s | collect share | peak RSS (GB) |\n|---|---|---|---|")
+        for case in METAWORLD_CASES:
+            r = _run_parallel([_case_command(case, True, None, 1, None)])
+            cells = r if isinstance(r, str) else (f"{r[0]['env_steps_per_s']:,.0f} | {r[0]['collect_share']:.0%} | "
+                                                  f"{r[0]['peak_rss_gb']:.2f}")
+            print(f"| {case} | {cells} |", flush=True)
         return
     if args.simulation:
         print("| robot | raw mj_step | ours B=1 | ours B=16 | ours B=64 | gym Sync B=16 | gym Async B=16 | "
@@ -520,7 +561,7 @@ def main() -> None:
           f"(B=256, random actions).\n")
     print("| case | mode | memory kernel | env-steps/s | collect share | peak RSS (GB) | B | PPO epochs |")
     print("|---|---|---|---|---|---|---|---|")
-    for case in CASES:
+    for case in (c for c in CASES if c not in METAWORLD_CASES):
         modes = (False, True) if "compile" in _config_fields(case) else (False,)
         for compiled in modes:
             mode = "compiled" if compiled else "eager"

@@ -42,6 +42,7 @@ family changes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ class MetricSpec:
     higher_is_better: bool
     description: str
     paper: tuple[str, str, float] | None = None
+    last_episode_of: str | None = None
+    """Where set, the metric is the episode metric of that name on the trial's last episode only (Meta-World's
+    ``success_last``): :func:`metabench.protocol.evaluate` computes it, the environment does not report it."""
 
 
 T = TypeVar("T", bound="TaskBatch")
@@ -207,6 +211,9 @@ class TaskFamily(ABC):
 
     curve_xscale: ClassVar[str] = "linear"
     """x scale of the learning-curve figure ("log" for the maze, like the paper's Fig. 4b/c)."""
+    curve_metric: ClassVar[str | None] = None
+    """The metric of the learning-curve figure (None: :attr:`primary_metric`); Meta-World draws meta-train
+    success (``success_train``), as the paper's Fig. 6."""
     curve_x: ClassVar[str] = "env_steps"
     """x of the learning-curve figure: "env_steps" (meta-training env steps) or "episodes" (meta-training
     episodes, as the paper draws Harlow in its Fig. 3c; the mean over seeds at each checkpoint)."""
@@ -254,6 +261,18 @@ class TaskFamily(ABC):
         """
         return {"": self}
 
+    def curve_variants(self) -> dict[str, "TaskFamily"]:
+        """The evaluation variants followed along training too (the learning curves), by suffix: the family
+        itself by default; Meta-World adds its meta-train goals (``_train``)."""
+        return {"": self}
+
+    def with_config(self, **changes) -> "TaskFamily":
+        """This family with config fields replaced (a task's per-profile overrides, e.g. shorter Meta-World
+        trials on ``smoke``): a shallow copy, so a family must derive everything it uses from ``config``."""
+        clone = copy.copy(self)
+        clone.config = dataclasses.replace(self.config, **changes)
+        return clone
+
     def scored_metrics(self) -> list[tuple[str, str, MetricSpec]]:
         """(record metric name, variant suffix, spec) for the family and each evaluation variant."""
         return [(f"{m.name}{suffix}", suffix, m)
@@ -270,6 +289,11 @@ class TaskFamily(ABC):
         return normalised by the best agent's unimpaired one (the paper's Fig. 6 format).
         """
         return {}
+
+    def other_references(self) -> tuple[str, ...]:
+        """Task names of ``paper_results.csv`` rows from another source than the paper's figure (Meta-World's own
+        table for ML10), printed under the task's table with their caveats; none by default."""
+        return ()
 
     def reference_levels(self) -> dict[str, float]:
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""

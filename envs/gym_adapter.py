@@ -10,7 +10,7 @@ default) and how a simulator starts an episode of its task
 - **Simulators from a pool.** Building a MuJoCo environment costs ~12 ms, so
   simulators of one kind are kept in a :class:`SimulatorPool` and a batched
   environment borrows B of them for its lifetime (given back when it is
-  garbage-collected).
+  garbage-collected), from one pool or one pool per environment.
 - **Stepping only the active ones**, in a Python loop, like a
   ``SyncVectorEnv`` whose finished members are skipped; an environment whose
   episode ended stays done (reward 0, inactive) until the next ``reset``.
@@ -29,7 +29,7 @@ default) and how a simulator starts an episode of its task
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,12 +72,23 @@ class GymnasiumEnv(BatchedEnv):
     info_signals: tuple[str, ...] = ()
     """``info`` keys read at every step (0 where inactive) and reported per episode as their maximum."""
 
-    def __init__(self, pool: SimulatorPool, tasks: TaskBatch, obs_dim: int, episode_steps: int):
+    def __init__(self, pool: SimulatorPool | Sequence[SimulatorPool], tasks: TaskBatch, obs_dim: int,
+                 episode_steps: int):
+        """``pool``: where the simulators come from, one pool for all B or one per environment (Meta-World's
+        ML10 mixes task classes in a batch)."""
         self.tasks = tasks
         self.num_envs = b = len(tasks)
         self.episode_steps = episode_steps
-        self.sims = pool.borrow(b)
-        weakref.finalize(self, pool.give_back, self.sims)
+        pools = [pool] * b if isinstance(pool, SimulatorPool) else list(pool)
+        if len(pools) != b:
+            raise ValueError(f"{len(pools)} simulator pools for {b} environments")
+        self.sims: list = [None] * b
+        for p in {id(p): p for p in pools}.values():
+            rows = [i for i, q in enumerate(pools) if q is p]
+            borrowed = p.borrow(len(rows))
+            for i, sim in zip(rows, borrowed):
+                self.sims[i] = sim
+            weakref.finalize(self, p.give_back, borrowed)
         self.episode = -1
         self.t = 0
         self._done = np.ones(b, dtype=bool)

@@ -35,7 +35,7 @@ def test_list_names_everything():
         assert word in out.output
     # each task's quick budget, with its share of the paper's; the profiles with their own seeds per task
     assert "10,000,000 meta-training env steps per run (100 % of the paper's 10,000,000)" in out.output
-    assert "5 seeds (3 on ant_dir, impairment_ant, impairment_cheetah)" in out.output
+    assert "5 seeds (3 on ant_dir, impairment_ant, impairment_cheetah, mw_ml1_reach, mw_ml1_push, mw_ml10)" in out.output
 
 
 @pytest.mark.parametrize(

@@ -303,3 +303,18 @@ def test_a_variant_without_records_is_timed_by_its_siblings(tmp_path):
     assert estimate_seconds(runs[1:], tmp_path) == (pytest.approx(wall), 0, 1)
     rl2, _ = plan(["rl2"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
     assert estimate_seconds(rl2, tmp_path) == (0.0, 1, 0)
+
+
+def test_step_bins_keep_short_trials_whole_and_bin_long_ones():
+    """The per-step reward curve: every step of a trial of up to 500 steps; Meta-World's 5,000 in bins of 10,
+    the reward averaged over the active tasks of the bin."""
+    from metabench.runner import step_bins
+
+    short = step_bins([1.0, 2.0, 3.0], [1.0, 1.0, 0.5])
+    assert short == [(0, 1.0, 1.0), (1, 2.0, 1.0), (2, 3.0, 0.5)]
+    reward = [float(t % 10) for t in range(5000)]
+    active = [1.0] * 4995 + [0.0] * 5
+    bins = step_bins(reward, active)
+    assert len(bins) == 500 and [b[0] for b in bins[:3]] == [0, 10, 20]
+    assert bins[0][1:] == (4.5, 1.0)
+    assert bins[-1] == (4990, 2.0, 0.5)  # steps 4990-4994 active: rewards 0..4

@@ -139,11 +139,12 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         ax.set_xlabel("step inside the trial")
         ax.set_ylabel("mean reward of active tasks")
         ax.set_title(f"{task}: reward at each step of the trial\n(held-out tasks, mean over seeds)")
-        # 3. held-out score along meta-training
+        # 3. held-out score along meta-training (Meta-World: success on the meta-train goals, as the paper)
         ax = row[2]
         log_x = family.curve_xscale == "log"
+        curve_metric = family.curve_metric or metric
         for i, agent in enumerate(agents):
-            xs, mean, half = learning_curve(group.ok[agent], family, metric)
+            xs, mean, half = learning_curve(group.ok[agent], family, curve_metric)
             if log_x and xs:  # step 0 has no place on a log axis
                 keep = [j for j, x in enumerate(xs) if x > 0]
                 xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
@@ -156,8 +157,9 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.text(0.5, 0.5, "no agent meta-trained here", ha="center", va="center", transform=ax.transAxes)
         _training_axis(ax, family)
         _legend(row[1], sources=row[1:])  # agents keep their colour across the row: one legend for both
-        ax.set_ylabel(metric)
-        ax.set_title(f"{task}: held-out {metric}\nalong meta-training (mean over seeds, 95% CI band)")
+        ax.set_ylabel(curve_metric)
+        what = "held-out" if curve_metric == metric else "evaluated"
+        ax.set_title(f"{task}: {what} {curve_metric}\nalong meta-training (mean over seeds, 95% CI band)")
     fig.suptitle(f"metabench {suite_name} suite, profile {profile}")
     fig.tight_layout()
     return _png(fig, tight=True)

@@ -9,7 +9,7 @@ from metabench.envs import make_family
 from .aggregates import Aggregates, aggregates_markdown
 from .common import (FIGURES, Group, agent_order, fmt, md_table, pooled, profile_of, profile_order, seed_interval,
                      sentence, suite_of, task_key)
-from .tables import retention_table, task_table
+from .tables import other_references, retention_table, task_table
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -58,6 +58,7 @@ def suite_markdown(suite_name: str, groups: dict[tuple[str, str], Group], pictur
             out.append("")
             out.append(f"Command: `{run_command(suite_name, task, profile, prof, group)}`, then `metabench report`.")
             out.append("")
+            out += other_references(family)
             if family.retention_variants() and group.ok:
                 out += retention_table(task, family, group)
             if group.failed:

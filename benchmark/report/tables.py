@@ -52,6 +52,19 @@ def task_table(task: str, family: TaskFamily, group: Group) -> list[str]:
     return md_table(head, rows) + (["", *[n + "  " for n in notes[:-1]], notes[-1]] if notes else [])
 
 
+def other_references(family: TaskFamily) -> list[str]:
+    """The rows of ``paper_results.csv`` the family names as other references (:meth:`TaskFamily.other_references`),
+    as a small table with each row's caveat."""
+    from metabench.paper import paper_values
+
+    rows = [[f"`{v.agent}`", v.metric, fmt(v.value), v.note] for name in family.other_references()
+            for v in paper_values() if v.task == name]
+    if not rows:
+        return []
+    return ["Other published references (not our runs; different task versions and protocols):", "",
+            *md_table(["agent", "metric", "value", "source and caveat"], rows), ""]
+
+
 def row_note(agent: str, family: TaskFamily) -> str | None:
     """What a row runs that the paper does not (:meth:`~metabench.agents.base.Agent.row_note`), if anything."""
     from metabench.agents import AGENTS

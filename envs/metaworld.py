@@ -1,0 +1,291 @@
+"""Meta-World (generality): ML1 reach, ML1 push and ML10, on metaworld 3.x's v3 tasks.
+
+The project spec, "Meta-World". A *task* is one of metaworld's own goals: ML1
+has 50 training and 50 test goals of one task class (reach-v3, push-v3), the
+test goals from metaworld's own seeding (``ML1(name, seed)`` draws the test
+goals with ``seed + 1``); ML10 has 50 goals of each of 10 training classes and
+of 5 held-out test classes. The goals come from ``metaworld.ML1`` /
+``metaworld.ML10`` directly, seeded with :attr:`MetaWorldConfig.seed` (metaworld
+reseeds the global numpy RNG for that and restores it); never from the
+gymnasium registrations, whose traps are guarded by tests:
+
+- ``gym.make_vec("Meta-World/ML1-train")`` captures ``split`` by reference and
+  silently builds the *test* split (upstream PR #573); ``gym.make`` of ML1
+  fails (#541); ``make_vec`` asserts unless the meta-batch divides 50.
+- Stepping past the 500-step cap raises: an episode here lasts at most
+  ``episode_steps`` <= 500 steps (a truncation) and every episode starts with a
+  reset. ``terminated`` stays False (no auto-terminate wrapper).
+- ``set_task`` must come before a reset: every reset here sets the task first.
+
+A *trial* is ``episodes_per_trial`` = 10 episodes x 500 steps of one goal, the
+agent's memory carried across its episodes (the shared protocol), the goal
+never observed (metaworld's partially observable mode zeroes its entries).
+With a task set, metaworld's reset is deterministic (the goal's ``rand_vec``
+fixes object and target positions), so an episode needs no seed of its own.
+
+**Metrics.** An episode succeeds if ``info["success"]`` is 1 at any step
+(metaworld's ``evaluation.py``): ``success`` per episode, ``success_last`` on
+the trial's last episode only (what the trial's adaptation reached), and the
+return. Held-out scores are on the test goals (ML10: the 5 test classes); the
+evaluation variant ``_train`` scores the same trained agent on the meta-train
+goals (``success_train``: the paper's Fig. 6 "meta-training success"), and
+the learning curves follow both.
+
+**Simulation** is the shared gymnasium adapter: one pool of simulators per
+task class, each environment borrowing one of its task's class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .base import ActionSpace, FamilyConfig, MetricSpec, Split, TaskBatch, TaskFamily, draw_from_pool
+from .gym_adapter import GymnasiumEnv, SimulatorPool, simulator_pool
+
+MAX_PATH_LENGTH = 500
+"""metaworld's cap on an episode (stepping past it raises)."""
+OBS_DIM, ACTION_DIM = 39, 4
+"""metaworld v3's observation and action sizes (checked when a simulator is built)."""
+ML1_CLASSES = ("reach-v3", "push-v3")
+"""ML1 task classes registered as families here (any v3 class works through :class:`MetaWorldConfig`)."""
+
+
+@dataclass(frozen=True)
+class MetaWorldConfig(FamilyConfig):
+    benchmark: Literal["ML1", "ML10"] = "ML1"
+    """metaworld's meta-learning benchmark: ML1 (goals of one class) or ML10 (10 train, 5 test classes)."""
+    env_name: str = "reach-v3"
+    """ML1's task class (a metaworld v3 name); ignored by ML10."""
+    seed: int = 0
+    """metaworld's benchmark seed: which 50 goals per class (the same for every run, as in metaworld's tables)."""
+    episodes_per_trial: int = 10
+    """Episodes of one goal in a trial (memory carried across them)."""
+    episode_steps: int = MAX_PATH_LENGTH
+    """Steps of an episode, at most metaworld's 500 (reaching it is a truncation)."""
+    eval_split: Literal["test", "train"] = "test"
+    """Where held-out evaluation draws its goals: metaworld's test split, or its train split (the ``_train``
+    evaluation variant: meta-train success)."""
+
+    def __post_init__(self):
+        if self.benchmark not in ("ML1", "ML10"):
+            raise ValueError(f"benchmark must be 'ML1' or 'ML10', got {self.benchmark!r}")
+        if self.episodes_per_trial < 1:
+            raise ValueError(f"episodes_per_trial must be >= 1, got {self.episodes_per_trial}")
+        if not 1 <= self.episode_steps <= MAX_PATH_LENGTH:
+            raise ValueError(f"episode_steps must be in [1, {MAX_PATH_LENGTH}] (metaworld raises past its cap), "
+                             f"got {self.episode_steps}")
+        if self.eval_split not in ("test", "train"):
+            raise ValueError(f"eval_split must be 'test' or 'train', got {self.eval_split!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def metaworld_benchmark(benchmark: str, env_name: str, seed: int) -> Any:
+    """The ``metaworld.ML1`` / ``metaworld.ML10`` object (its goals), built once per process (ML10: ~10 s)."""
+    import metaworld
+
+    if benchmark == "ML1":
+        if env_name not in metaworld.ML1.ENV_NAMES:
+            raise ValueError(f"{env_name!r} is not a metaworld v3 task class")
+        return metaworld.ML1(env_name, seed=seed)
+    return metaworld.ML10(seed=seed)
+
+
+@dataclass
+class MetaWorldTasks(TaskBatch):
+    split: torch.Tensor
+    """``[n]`` int64: 0 = metaworld's train goals, 1 = its test goals."""
+    goal: torch.Tensor
+    """``[n]`` int64: index into that split's list of metaworld tasks."""
+
+
+def _make_simulator(cls: type) -> Any:
+    env = cls()
+    assert env.observation_space.shape == (OBS_DIM,) and env.action_space.shape == (ACTION_DIM,), \
+        f"{cls.__name__}: metaworld changed its spaces ({env.observation_space.shape}, {env.action_space.shape})"
+    return env
+
+
+def class_pool(name: str, cls: type) -> SimulatorPool:
+    """The process-wide pool of idle simulators of task class ``name``."""
+    return simulator_pool(f"metaworld:{name}", functools.partial(_make_simulator, cls))
+
+
+class MetaWorldEnv(GymnasiumEnv):
+    """The gymnasium adapter over metaworld simulators: each environment borrows one of its goal's class, sets
+    the goal before every reset and reports ``success``."""
+
+    info_signals = ("success",)
+
+    def __init__(self, family: "MetaWorld", tasks: MetaWorldTasks):
+        self.metaworld_tasks = [family.metaworld_task(int(s), int(g))
+                                for s, g in zip(tasks.split.tolist(), tasks.goal.tolist())]
+        pools = [family.pool(t.env_name) for t in self.metaworld_tasks]
+        super().__init__(pools, tasks, OBS_DIM, family.config.episode_steps)
+
+    def env_action(self, action: torch.Tensor) -> np.ndarray:
+        return np.clip(action.detach().numpy().astype(np.float64), -1.0, 1.0)
+
+    def reset_sim(self, i: int, sim: Any, seed: int) -> np.ndarray:
+        sim.set_task(self.metaworld_tasks[i])  # before every reset (metaworld requires it; a borrowed sim is stale)
+        return sim.reset()[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(benchmark: str, env_name: str, seed: int, split: int, goal: int) -> tuple[tuple[float, ...], str]:
+    """(target position, class name) of one metaworld goal: read off a simulator reset on it (the goal's
+    ``rand_vec`` layout differs between classes), once per process."""
+    config = MetaWorldConfig(benchmark=benchmark, env_name=env_name or "reach-v3", seed=seed)  # type: ignore[arg-type]
+    family = MetaWorld(config)
+    task = family.metaworld_task(split, goal)
+    sims = family.pool(task.env_name).borrow(1)
+    try:
+        sims[0].set_task(task)
+        sims[0].reset()
+        return tuple(float(x) for x in sims[0]._target_pos), task.env_name
+    finally:
+        family.pool(task.env_name).give_back(sims)
+
+
+class MetaWorld(TaskFamily):
+    """Reach, push or any of ML10's classes, goal hidden, 10 episodes a trial (generality)."""
+
+    name = "metaworld"
+    Config = MetaWorldConfig
+    config: MetaWorldConfig
+    primary_metric = "success"
+    curve_metric = "success_train"
+    metrics = (
+        MetricSpec("success", True, "share of episodes in which info['success'] reached 1 at some step"),
+        MetricSpec("success_last", True, "success on the trial's last episode (after the trial's adaptation)",
+                   last_episode_of="success"),
+        MetricSpec("episode_return", True, "return of an episode (metaworld's shaped reward, 0-10 a step)"),
+    )
+
+    def __init__(self, config: MetaWorldConfig | None = None, *, name: str | None = None):
+        super().__init__(config)
+        if name is not None:
+            self.name = name
+        paper_task = PAPER_ROWS.get(self.name)
+        if paper_task is not None and self.config.eval_split == "train":
+            self.metrics = (dataclasses.replace(self.metrics[0], paper=(paper_task, "meta_train_success", 1.0)),
+                            *self.metrics[1:])
+
+    # Sizes ------------------------------------------------------------------------------------
+    @property
+    def obs_dim(self) -> int:
+        return OBS_DIM
+
+    @property
+    def action_space(self) -> ActionSpace:
+        return ActionSpace("continuous", ACTION_DIM, -1.0, 1.0)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.config.episode_steps
+
+    @property
+    def episodes_per_trial(self) -> int:  # type: ignore[override]
+        return self.config.episodes_per_trial
+
+    # metaworld's benchmark -------------------------------------------------------------------
+    @property
+    def benchmark(self) -> Any:
+        c = self.config
+        return metaworld_benchmark(c.benchmark, c.env_name if c.benchmark == "ML1" else "", c.seed)
+
+    def class_names(self, split: Split) -> list[str]:
+        """The task classes of ``split`` (ML1: the same one class in both)."""
+        bench = self.benchmark
+        return list((bench.train_classes if split == "train" else bench.test_classes).keys())
+
+    def metaworld_task(self, split: int, goal: int) -> Any:
+        bench = self.benchmark
+        return (bench.train_tasks if split == 0 else bench.test_tasks)[goal]
+
+    def pool(self, class_name: str) -> SimulatorPool:
+        bench = self.benchmark
+        classes = {**bench.train_classes, **bench.test_classes}
+        return class_pool(class_name, classes[class_name])
+
+    # Tasks ------------------------------------------------------------------------------------
+    def task_pool(self, split: Split) -> MetaWorldTasks:
+        """metaworld's goals of ``split`` (50 per class), in its order."""
+        bench = self.benchmark
+        n = len(bench.train_tasks if split == "train" else bench.test_tasks)
+        ids = torch.arange(n)
+        return MetaWorldTasks(key=torch.zeros(n, dtype=torch.int64), split=torch.full((n,), int(split == "test")),
+                              goal=ids, task_id=ids)
+
+    def sample_tasks(self, n: int, split: Split, generator: torch.Generator) -> MetaWorldTasks:
+        """``n`` goals drawn uniformly with replacement from ``split``'s pool; held-out evaluation (the test
+        split) draws from :attr:`MetaWorldConfig.eval_split`'s."""
+        source = self.config.eval_split if split == "test" else split
+        return draw_from_pool(self.task_pool(source), n, generator)
+
+    def make_env(self, tasks: MetaWorldTasks) -> MetaWorldEnv:
+        return MetaWorldEnv(self, tasks)
+
+    @property
+    def all_classes(self) -> list[str]:
+        """Every task class of the benchmark, train classes first (the class index of :meth:`task_features`)."""
+        return list(dict.fromkeys(self.class_names("train") + self.class_names("test")))
+
+    @property
+    def task_feature_dim(self) -> int:
+        return 4
+
+    def task_features(self, tasks: MetaWorldTasks) -> torch.Tensor:
+        """The goal's target position (x, y, z, as metaworld sets it at reset) and the index of its task class in
+        :attr:`all_classes`: what metaworld's scripted policies need (the ``scripted`` calibration row)."""
+        rows = []
+        for s, g in zip(tasks.split.tolist(), tasks.goal.tolist()):
+            target, name = self._goal(int(s), int(g))
+            rows.append([*target, float(self.all_classes.index(name))])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _goal(self, split: int, goal: int) -> tuple[tuple[float, float, float], str]:
+        c = self.config
+        return _target(c.benchmark, c.env_name if c.benchmark == "ML1" else "", c.seed, split, goal)
+
+    def evaluation_variants(self) -> dict[str, TaskFamily]:
+        variants: dict[str, TaskFamily] = {"": self}
+        if self.config.eval_split == "test":
+            variants["_train"] = MetaWorld(dataclasses.replace(self.config, eval_split="train"), name=self.name)
+        return variants
+
+    def ceiling(self) -> float:
+        """Success is a share of episodes: 1 is every episode solved (the scripted policy's level on reach)."""
+        return 1.0
+
+    def other_references(self) -> tuple[str, ...]:
+        """ML10: the Meta-World paper's own table (garage, v1/v2 tasks), beside the MetODS paper's Fig. 6."""
+        return ("metaworld_ml10_garage",) if self.config.benchmark == "ML10" else ()
+
+    def curve_variants(self) -> dict[str, TaskFamily]:
+        """Held-out and meta-train success along training (the paper's Fig. 6 draws meta-training success)."""
+        return self.evaluation_variants()
+
+
+PAPER_ROWS = {"mw_ml1_reach": "metaworld_ml1_reach", "mw_ml1_push": "metaworld_ml1_push", "mw_ml10": "metaworld_ml10"}
+"""Registered task name -> the task column of ``paper_results.csv`` holding the paper's Fig. 6 readings."""
+
+METAWORLD = tuple(PAPER_ROWS)
+"""The registered Meta-World tasks."""
+
+
+def mw_ml1_reach() -> MetaWorld:
+    return MetaWorld(MetaWorldConfig(benchmark="ML1", env_name="reach-v3"), name="mw_ml1_reach")
+
+
+def mw_ml1_push() -> MetaWorld:
+    return MetaWorld(MetaWorldConfig(benchmark="ML1", env_name="push-v3"), name="mw_ml1_push")
+
+
+def mw_ml10() -> MetaWorld:
+    return MetaWorld(MetaWorldConfig(benchmark="ML10", env_name=""), name="mw_ml10")
