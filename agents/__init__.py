@@ -7,6 +7,7 @@ ablation (``metods_s1``) is a registered variant of one class.
 from __future__ import annotations
 
 from metabench.envs.locomotion import LOCOMOTION
+from metabench.envs.metaworld import METAWORLD
 from metabench.registry import Registry
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
@@ -16,6 +17,7 @@ from .metods import MetODSAgent, UntrainedMetODS
 from .pearl import PEARLAgent
 from .random_agent import RandomAgent
 from .rl2 import RL2Agent
+from .scripted import ScriptedAgent
 
 AGENTS: Registry[AgentEntry] = Registry("agent")
 
@@ -60,6 +62,8 @@ register("oracle", MemorylessAgent, "reference: memoryless policy given the task
          tasks=REFERENCE_TASKS, sees_task=True)
 register("blind", MemorylessAgent, "reference: the oracle's policy without the task (can move, not where)",
          tasks=REFERENCE_TASKS, sees_task=False)
+register("scripted", ScriptedAgent, "reference: metaworld's scripted policy given the goal (calibrates Meta-World)",
+         tasks=METAWORLD)
 register("untrained", UntrainedMetODS, "MetODS at its initial weights, never meta-trained (reference row)",
          paper_fallback="random", compile=False)
 

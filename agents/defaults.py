@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metabench.envs.locomotion import LOCOMOTION
+from metabench.envs.metaworld import METAWORLD
 
 ANY = "*"
 
@@ -61,9 +62,17 @@ TABLE: tuple[Row, ...] = (
         "'Continuous control: the trainer settings')"),
     Row(RECURRENT, LOCOMOTION, ANY, {"gamma": 0.99, "gae_lambda": 0.95, "lr": 3e-4},
         "lr 3e-4 as CleanRL's MuJoCo PPO (1e-3 diverged for MetODS)"),
+    Row((*RECURRENT, "maml"), METAWORLD, ANY,
+        {"obs_norm": True, "reward_norm": True, "batch_tasks": 8, "ppo_epochs": 10, "minibatches": 4,
+         "gamma": 0.99, "gae_lambda": 0.95},
+        "Meta-World: the continuous-control practice; a trial is 5,000 steps, so 8 trials (40 k steps) an update, "
+        "10 epochs x 4 minibatches of 2 trials; full BPTT through the trial (MetODS's fused kernel saves W every "
+        "~sqrt(T) steps)"),
+    Row(RECURRENT, METAWORLD, ANY, {"lr": 3e-4}, "lr 3e-4 as on the MuJoCo tasks"),
     # --- MetODS's core sizes (the paper: Harlow N = 20); the compiled step is several times faster ---
     Row(("metods",), ("harlow",), ANY, {"N": 20, "compile": True}, "the paper's Harlow size"),
-    Row(("metods",), ("maze", *LOCOMOTION), ANY, {"N": 64, "compile": True}, "ours: N for the maze and MuJoCo"),
+    Row(("metods",), ("maze", *LOCOMOTION, *METAWORLD), ANY, {"N": 64, "compile": True},
+        "ours: N for the maze, MuJoCo and Meta-World"),
     # --- MAML: where the trial is cut for the inner adaptation (agents/maml.py), and its batches ---
     Row(("maml",), ("harlow",), ANY, {"adapt_every": 10, "batch_tasks": 256, "ppo_epochs": 4, "minibatches": 8},
         "adapts after each presentation and fixation (about 10 steps)"),
@@ -72,6 +81,8 @@ TABLE: tuple[Row, ...] = (
         "adapts once, at step 50 of 100"),
     Row(("maml",), LOCOMOTION, ANY, {"adapt_every": 100, "inner_lr": 0.1, "gamma": 0.99},
         "adapts once at t = 100 of 200 (the paper's Ant-dir); inner step 0.1, MAML's own Ant-dir value"),
+    Row(("maml",), METAWORLD, ANY, {"adapt_every": 500, "inner_lr": 0.1, "gamma": 0.99},
+        "adapts after each of the trial's 500-step episodes (Meta-World's MAML adapts between rollouts)"),
     # --- PEARL: the authors' settings (the config's defaults) on paper; scaled down on quick (agents/pearl.py) ---
     Row(("pearl",), ("ant_dir",), ("paper",), {"meta_batch": 4, "context_batch": 256, "updates_per_env_step": 0.8},
         "the authors' Ant-dir: 4 tasks per step, 256-transition contexts, twice the gradient steps"),
@@ -83,6 +94,10 @@ TABLE: tuple[Row, ...] = (
         "40-60 k gradient steps in a 2-3 M-step run: ~20-30 min on one core"),
     Row(("pearl",), ("harlow", "maze"), ("quick",), {"updates_per_env_step": 0.005, "collect_trials": 32},
         "50-60 k gradient steps in a 10-12 M-step run; 32 trials a round, so that acting step by step is cheap"),
+    Row(("pearl",), METAWORLD, ANY, {"posterior_every": 0},
+        "Meta-World's 10-episode trials: z redrawn from the posterior at each episode start, as the authors"),
+    Row(("pearl",), METAWORLD, ("quick",), {"updates_per_env_step": 0.02, "collect_trials": 4},
+        "as on the MuJoCo tasks; 4 trials (20 k steps) a round"),
     # --- Profiles ---
     Row(RECURRENT, ANY, ("smoke",), {"batch_tasks": 64, "compile": False, "ppo_epochs": 2, "minibatches": 2},
         "seconds a run (CI, the regression gate): no compile, small batches"),
@@ -94,6 +109,8 @@ TABLE: tuple[Row, ...] = (
         "seconds a run (CI, the regression gate): small networks and batches, 64 replay slots"),
     Row(ANY, LOCOMOTION, ("smoke",), {"batch_tasks": 16},
         "smoke on MuJoCo: one update of 16 trials x 200 steps of a ~5k steps/s simulator"),
+    Row(ANY, METAWORLD, ("smoke",), {"batch_tasks": 16, "collect_trials": 4},
+        "smoke on Meta-World (trials of 2 x 50 steps there): two updates of 16 trials"),
 )
 
 

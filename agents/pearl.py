@@ -29,7 +29,8 @@ slot is one trial of a fresh task, the latest ``train_tasks`` trials kept, and i
 its replay and its context (a fixed pool drawn once from the stream is memorised: FINDINGS.md). Each round
 runs ``collect_trials`` trials through the shared protocol with the acting rule above (so the replay data
 is what the agent does at test time), then takes ``updates_per_env_step`` gradient steps per environment
-step collected; the first round gives every pool task (or a meta-batch of slots) a trial before any update.
+step collected; the first round gives every pool task (or a meta-batch of slots) a trial before any update
+(a pool larger than a tenth of the budget affords, ML10's 500 goals on quick: a random subset of it).
 A gradient step samples ``meta_batch`` slots; for each, a context of ``context_batch`` transitions from its
 context buffer and ``batch`` transitions from its replay buffer;
 z is drawn from the posterior by reparameterisation; the critic loss trains the encoder through z (the
@@ -380,14 +381,20 @@ class PEARLAgent(Agent):
         owed = 0.0
         first = True
         while True:
-            # the first round gives every pool task (or the first meta-batch of slots) a trial before any update
-            n_trials = (k if pool is not None else max(c.collect_trials, c.meta_batch)) if first else c.collect_trials
+            # the first round gives every pool task (or the first meta-batch of slots) a trial before any update;
+            # at most a tenth of the budget (ML10's 500 goals would take all of a quick run), then a random subset
+            if first:
+                n_trials = (min(k, max(c.meta_batch, budget_env_steps // (10 * per_trial))) if pool is not None
+                            else max(c.collect_trials, c.meta_batch))
+            else:
+                n_trials = c.collect_trials
             n_trials = min(n_trials, (budget_env_steps - steps) // per_trial)
             if n_trials < 1:
                 break
             train_family = family.training_family(steps / max(budget_env_steps, 1))
             if pool is not None:
-                slots = torch.arange(n_trials) if first else torch.randint(0, k, (n_trials,), generator=gen)
+                slots = (torch.randperm(k, generator=gen)[:n_trials] if first
+                         else torch.randint(0, k, (n_trials,), generator=gen))
                 tasks = pool.index(slots)
                 tasks.key = rng.new_keys(n_trials, gen)
             else:

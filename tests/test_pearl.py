@@ -185,17 +185,27 @@ def test_the_posterior_narrows_as_the_trials_context_grows():
     assert bool((v[1:] < v[:-1]).all())
 
 
-def test_a_family_with_a_fixed_pool_gets_a_slot_per_pool_task(monkeypatch):
-    """Meta-World's case: every pool task gets a trial before any update, each pool task keeps its own replay
+@pytest.mark.parametrize("budget, first_round", [(6_000, 6), (1_500, 4)])
+def test_a_family_with_a_fixed_pool_gets_a_slot_per_pool_task(monkeypatch, budget, first_round):
+    """Meta-World's case: pool tasks get a trial before any update (all of them where a tenth of the budget
+    affords it, else a random meta-batch of them: ML10's 500 goals on quick), each pool task keeps its own replay
     buffer (growing) and its context buffer (its latest trials)."""
     agent, family = build("maze")
+    assert agent.config.meta_batch == 4
     pool = family.sample_tasks(6, "train", task_generator(9, "train"))
     pool.task_id = torch.arange(6)
     monkeypatch.setattr(family, "task_pool", lambda split: pool if split == "train" else None)
-    agent.meta_train(family, 1_500, RecordingMonitor())
+    seen: list[torch.Tensor] = []
+
+    class FirstRound(RecordingMonitor):
+        def update(self, env_steps, episodes, scalars):
+            seen.append(agent.replay.size.clone())
+            super().update(env_steps, episodes, scalars)
+
+    agent.meta_train(family, budget, FirstRound())
     assert agent.replay is not agent.context and len(agent.replay.size) == 6
-    assert int(agent.replay.size.sum()) == 1_500 - 1_500 % 100  # 15 trials of 100 steps, all kept
-    assert bool((agent.replay.size >= 100).all())  # the first round: one trial of every pool task
+    assert int(agent.replay.size.sum()) == budget - budget % 100  # every trial of 100 steps kept
+    assert sorted(seen[0].tolist()) == [0] * (6 - first_round) + [100] * first_round  # before any update
     assert bool((agent.context.size <= agent.context.capacity).all())
 
 
