@@ -71,6 +71,11 @@ def test_moving_along_theta_is_rewarded_and_against_it_penalised(robot, theta):
     assert along > 0.5, along
     assert against < -0.5, against
     assert along == pytest.approx(-against, rel=0.05)  # zero action: no control cost, contacts negligible
+    diag = env.episode_metrics()  # the diagnostics beside the return: velocity along θ, and speed
+    assert float(diag["velocity_along"][0]) == pytest.approx(along, rel=0.05)
+    assert float(diag["velocity_along"][1]) == pytest.approx(against, rel=0.05)
+    assert float(diag["speed"][0]) == pytest.approx(float(diag["speed"][1]), rel=1e-6)
+    assert float(diag["speed"][0]) > 0.5
 
 
 def test_velocity_across_theta_is_not_rewarded():

@@ -192,7 +192,7 @@ def test_ablations_run_only_on_their_tasks():
 # save / load / rescore path); every agent's state_dict round trip is in tests/test_agents.py.
 @pytest.mark.parametrize("agent", [pytest.param("metods", marks=pytest.mark.slow),
                                    pytest.param("maml", marks=pytest.mark.slow), "random"])
-def test_a_saved_agent_scores_its_record_again(tmp_path, agent):
+def test_a_saved_agent_scores_its_record_again(tmp_path, agent, capsys):
     """Each run leaves its trained agent beside the record; loaded, it gives the record's held-out metrics."""
     from metabench.envs import make_family
     from metabench.protocol import evaluate
@@ -207,6 +207,12 @@ def test_a_saved_agent_scores_its_record_again(tmp_path, agent):
     ev = evaluate(loaded, make_family("harlow"), 0, SMOKE.test_tasks)
     for metric in ("episode_return", "correct_after_first", "choices"):
         assert ev.metrics[metric] == record["metrics"][metric]
+    from metabench.rescore import main as rescore_main  # the same through `python -m metabench.rescore`
+
+    assert rescore_main([str(path), "--metrics", "choices"]) == 0
+    recorded = f"{record['metrics']['episode_return']:.2f}"
+    row = f"| episode_return | {recorded} | {recorded} | {record['metrics']['choices']:.3f} |"
+    assert row in capsys.readouterr().out
     state_path(path).unlink()
     with pytest.raises(ValueError, match="no saved agent"):
         load_agent(path)
