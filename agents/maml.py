@@ -61,7 +61,7 @@ from metabench.envs.base import TaskFamily
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .base import AgentInput, keep_inactive
+from .base import AgentInput, TrainingDiverged, keep_inactive
 from .ppo import Evaluated, OnPolicyAgent, PPOConfig, Rollout, sample_action
 
 
@@ -210,6 +210,12 @@ class MAMLAgent(OnPolicyAgent):
                 k: params[k] if g is None else params[k] - cfg.inner_lr * (g if create_graph else g.detach())
                 for k, g in zip(names, grads)
             }
+        bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+        if bad:  # the run fails with this one line, not with torch.distributions' dump of a NaN tensor
+            raise TrainingDiverged(f"MAML's inner step gave non-finite adapted parameters ({', '.join(bad)}) "
+                                   f"from finite θ: {'finite' if bool(torch.isfinite(adv).all()) else 'non-finite'} "
+                                   f"inner advantages, rewards in [{float(rewards.min()):.3g}, "
+                                   f"{float(rewards.max()):.3g}]")
         return params
 
     # Acting: the shared protocol calls this at every step ------------------------------------

@@ -167,3 +167,24 @@ def test_meta_training_updates_theta_and_reports_finite_scalars(name):
     assert all(math.isfinite(v) for _, _, scalars in monitor.log for v in scalars.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, agent.policy.parameters()))
     assert cfg.first_order == (name == "maml_fo")
+
+
+def test_a_non_finite_inner_step_fails_the_run_with_one_clear_line():
+    """An inner step that leaves the finite numbers (here forced by an infinite inner step size) stops training
+    with TrainingDiverged naming MAML's adapted parameters, not with torch.distributions' dump of a NaN tensor in
+    the next segment (as two Ant-dir runs failed)."""
+    from metabench.agents.base import TrainingDiverged
+    from metabench.envs import make_family
+    from metabench.profiles import PROFILES
+
+    fam = make_family("maze")
+    entry = AGENTS.get("maml")
+    config = dataclasses.replace(entry.config(fam, PROFILES.get("smoke")), inner_lr=float("inf"))
+    agent = entry.build(fam, config, 0)
+    b, t = 2, 5
+    obs = torch.randn(b, t, fam.obs_dim, generator=torch.Generator().manual_seed(0))
+    actions = torch.tensor([[0, 1, 2, 3, 0]] * b)
+    rewards = torch.tensor([[0.0, 1.0, 0.0, 0.0, 1.0]] * b)
+    with pytest.raises(TrainingDiverged, match="non-finite adapted parameters"):
+        agent.adapt(agent.expand_params(b), obs, actions, rewards, torch.ones(b, t, dtype=torch.bool),
+                    create_graph=False)
