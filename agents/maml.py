@@ -215,8 +215,12 @@ class MAMLAgent(OnPolicyAgent):
             raise TrainingDiverged(f"MAML's inner step gave non-finite adapted parameters ({', '.join(bad)}) "
                                    f"from finite θ: {'finite' if bool(torch.isfinite(adv).all()) else 'non-finite'} "
                                    f"inner advantages, rewards in [{float(rewards.min()):.3g}, "
-                                   f"{float(rewards.max()):.3g}]")
+                                   f"{float(rewards.max()):.3g}], θ's log-std in {self._log_std_range()}")
         return params
+
+    def _log_std_range(self) -> str:
+        log_std = getattr(self.policy, "log_std", None)
+        return "— (discrete)" if log_std is None else f"[{float(log_std.min()):.3g}, {float(log_std.max()):.3g}]"
 
     # Acting: the shared protocol calls this at every step ------------------------------------
     def initial_memory(self, batch_size: int) -> MAMLMemory:
