@@ -283,3 +283,15 @@ def test_rows_the_paper_did_not_run_carry_a_footnote():
     assert any(line.startswith("| `pearl`\\* | 2 |") for line in lines)
     assert _cells(lines, "rl2")[0] == "`rl2`"
     assert lines[-1].startswith("\\* `pearl`: discrete SAC")
+
+
+def test_ml10_prints_the_meta_world_papers_table_under_its_own():
+    """Other references (TaskFamily.other_references): the Meta-World paper's ML10 rows, train and test, with
+    their caveat; none for ML1 reach."""
+    from metabench.envs import make_family
+    from metabench.report.tables import other_references
+
+    lines = "\n".join(other_references(make_family("mw_ml10")))
+    assert "| `rl2` | meta_train_success | 0.87 |" in lines and "| `maml` | meta_test_success | 0.32 |" in lines
+    assert "not our runs" in lines
+    assert other_references(make_family("mw_ml1_reach")) == []
