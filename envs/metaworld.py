@@ -52,8 +52,6 @@ MAX_PATH_LENGTH = 500
 """metaworld's cap on an episode (stepping past it raises)."""
 OBS_DIM, ACTION_DIM = 39, 4
 """metaworld v3's observation and action sizes (checked when a simulator is built)."""
-ML1_CLASSES = ("reach-v3", "push-v3")
-"""ML1 task classes registered as families here (any v3 class works through :class:`MetaWorldConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -195,9 +193,14 @@ class MetaWorld(TaskFamily):
 
     # metaworld's benchmark -------------------------------------------------------------------
     @property
-    def benchmark(self) -> Any:
+    def goal_set(self) -> tuple[str, str, int]:
+        """What fixes the goals: (benchmark, ML1's class or "" for ML10, metaworld's seed)."""
         c = self.config
-        return metaworld_benchmark(c.benchmark, c.env_name if c.benchmark == "ML1" else "", c.seed)
+        return c.benchmark, c.env_name if c.benchmark == "ML1" else "", c.seed
+
+    @property
+    def benchmark(self) -> Any:
+        return metaworld_benchmark(*self.goal_set)
 
     def class_names(self, split: Split) -> list[str]:
         """The task classes of ``split`` (ML1: the same one class in both)."""
@@ -250,8 +253,7 @@ class MetaWorld(TaskFamily):
         return torch.tensor(rows, dtype=torch.float32)
 
     def _goal(self, split: int, goal: int) -> tuple[tuple[float, float, float], str]:
-        c = self.config
-        return _target(c.benchmark, c.env_name if c.benchmark == "ML1" else "", c.seed, split, goal)
+        return _target(*self.goal_set, split, goal)
 
     def evaluation_variants(self) -> dict[str, TaskFamily]:
         variants: dict[str, TaskFamily] = {"": self}
