@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="", help="other metrics to print, comma-separated")
     parser.add_argument("--tasks", type=int, help="held-out tasks (default: as many as the record was scored on)")
     args = parser.parse_args(argv)
+    from metabench.envs import make_family
+
     torch.set_num_threads(1)
     extra = [m for m in args.metrics.split(",") if m]
     print("| record | main metric | recorded | rescored | " + " | ".join(extra) + " |")
@@ -55,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
             print(msg if str(path) in msg else f"{path}: {msg}", file=sys.stderr)
             failed += 1
             continue
-        from metabench.envs import make_family
-
         main_metric = make_family(rec["task"]).primary_metric
         recorded, now = rec["metrics"].get(main_metric, math.nan), metrics.get(main_metric, math.nan)
         cells = " | ".join(f"{metrics[m]:.3f}" if m in metrics else "—" for m in extra)
