@@ -1,14 +1,16 @@
 """Agents (``metabench.agents``): the registry of agent names.
 
 Each name is an :class:`AgentEntry`: a class plus config overrides, so an
-ablation (``metods_s1``) is a registered variant of one class.
+ablation (``metods_s1``) is a registered variant of one class. Another installed
+package adds agents through the entry-point group ``metabench.agents`` (a callable
+that calls :func:`register`; ``examples/metabench-lstm`` is one).
 """
 
 from __future__ import annotations
 
 from metabench.envs.locomotion import LOCOMOTION
 from metabench.envs.metaworld import METAWORLD
-from metabench.registry import Registry
+from metabench.registry import Registry, load_plugins
 
 from .base import Agent, AgentConfig, AgentEntry, AgentInput, TrainingDiverged, TrainingMonitor
 from .maml import MAMLAgent
@@ -66,6 +68,9 @@ register("scripted", ScriptedAgent, "reference: metaworld's scripted policy give
          tasks=METAWORLD)
 register("untrained", UntrainedMetODS, "MetODS at its initial weights, never meta-trained (reference row)",
          paper_fallback="random", compile=False)
+
+# Agents of other installed packages (entry-point group ``metabench.agents``), after metabench's own.
+load_plugins("metabench.agents", AGENTS)
 
 __all__ = [
     "AGENTS", "Agent", "AgentConfig", "AgentEntry", "AgentInput", "TrainingDiverged", "TrainingMonitor", "register",

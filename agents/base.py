@@ -8,7 +8,11 @@ An agent does two things, and the runner knows nothing else about it:
    the :class:`TrainingMonitor`, which records curves, runs the shared
    held-out evaluation at the intervals the profile sets, and raises
    :class:`TrainingDiverged` on a non-finite scalar. It returns the number of
-   environment steps it used.
+   environment steps it used. A loop that keeps its own state between updates
+   in :attr:`Agent.loop` (a :class:`TrainLoop`) can be checkpointed at any
+   ``monitor.update`` and resumed from there (:meth:`Agent.training_checkpoint`,
+   :meth:`Agent.resume_training`): the runner does so, so a killed run goes on
+   from its last checkpoint and ends with the record it would have had.
 2. **Acts** with per-trial memory: ``memory = agent.initial_memory(B)`` at task
    start, then ``action, memory = agent.act(inputs, memory)`` at every step
    of every episode of the trial. Memory is whatever the agent carries
@@ -107,6 +111,27 @@ def keep_inactive(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) ->
     return torch.where(mask, new, old)
 
 
+@dataclass
+class TrainLoop:
+    """A meta-training loop's own state between two updates, beyond the agent's :meth:`Agent.stateful` parts.
+
+    A loop keeps everything it carries from one update to the next here (not in local variables), and has
+    it up to date whenever it calls ``monitor.update``: then this and :meth:`Agent.state_dict` are all a
+    checkpoint needs for the loop to go on exactly as it would have (:meth:`Agent.training_checkpoint`).
+    """
+
+    generator: torch.Generator
+    """The stream of training tasks."""
+    steps: int = 0
+    """Env steps used so far."""
+    episodes: int = 0
+    """Training episodes so far."""
+    summary: dict[str, float] = field(default_factory=dict)
+    """The scalars :meth:`Agent.training_summary` reports."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The trainer's own (PEARL: its replay and context buffers, its slot counter)."""
+
+
 class TrainingMonitor(Protocol):
     """What an agent reports to while it meta-trains (implemented by the runner)."""
 
@@ -182,7 +207,22 @@ class Agent(ABC):
 
     def training_summary(self) -> dict[str, float]:
         """Scalars about the finished meta-training, saved in the record as ``train_*`` metrics."""
-        return {}
+        return dict(self.loop.summary) if self.loop is not None else {}
+
+    loop: TrainLoop | None = None
+    """The meta-training loop's state (None before :meth:`meta_train` starts, and for an agent that trains
+    nothing): with :meth:`state_dict`, what a checkpoint of an unfinished run holds."""
+
+    def training_checkpoint(self) -> dict[str, Any]:
+        """Everything :meth:`meta_train` needs to go on from the last ``monitor.update``: the agent's state and
+        its loop's. To be serialised at once (``torch.save``): the loop is not copied."""
+        return {"state": self.state_dict(), "loop": self.loop}
+
+    def resume_training(self, checkpoint: Mapping[str, Any]) -> None:
+        """Restore :meth:`training_checkpoint` into an agent built with the same config; :meth:`meta_train`
+        then goes on from there."""
+        self.load_state_dict(checkpoint["state"])
+        self.loop = checkpoint["loop"]
 
     def run_info(self) -> dict[str, str]:
         """How this agent computes, where it has a choice the config does not fix (MetODS: which memory kernel

@@ -50,6 +50,8 @@ environment step are the authors' on the ``paper`` profile and scaled down on ``
 **Saving.** The saved agent (``seed<N>.pt``) holds the networks, the optimisers, the temperature and the
 generators, not the replay buffers (hundreds of MB). A loaded agent acts and is scored exactly as the run's
 record, but refuses to meta-train further (garage #1316: a resume that silently drops the buffers).
+A checkpoint of an unfinished run (:meth:`Agent.training_checkpoint`) does hold them, in its
+:class:`~metabench.agents.base.TrainLoop`, so a killed run resumes with its buffers as they were.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from torch.nn import functional as F
 from metabench.envs import rng
 from metabench.envs.base import TaskBatch, TaskFamily, task_generator
 
-from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, keep_inactive
+from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, TrainLoop, keep_inactive
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,6 @@ class PEARLAgent(Agent):
         self.scale = (space.high - space.low) / 2
         self.offset = (space.high + space.low) / 2
         self._loaded = False
-        self._summary: dict[str, float] = {}
 
     @classmethod
     def row_note(cls, family: TaskFamily) -> str | None:
@@ -360,62 +361,63 @@ class PEARLAgent(Agent):
         return int(mask.sum()), float((cols[2] * mask).sum(1).mean())
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
-        if self._loaded:
+        if self._loaded and self.loop is None:
             raise RuntimeError("a loaded PEARL agent has no replay buffers (they are not saved); it can be "
                                "scored, not meta-trained further")
         c = self.config
-        gen = task_generator(self.seed, "train")
         pool = family.task_pool("train")
         shape = () if self.discrete else (self.n_actions,)
         per_trial = family.episodes_per_trial * family.max_episode_steps
-        if pool is not None:  # a slot per pool task: its replay buffer, and a context buffer of its latest trials
-            k = len(pool)
-            rl = RingBuffers(k, c.buffer_per_task, family.obs_dim, shape, self.discrete)
-            ctx = RingBuffers(k, c.context_trials * per_trial * c.collect_trials, family.obs_dim, shape,
-                              self.discrete)
-        else:  # a stream: a slot per trial, the latest ``train_tasks`` of them, each trial a fresh task
-            k = c.train_tasks
-            rl = ctx = RingBuffers(k, per_trial, family.obs_dim, shape, self.discrete)
-        self.replay, self.context = rl, ctx  # kept for inspection; not saved
-        steps = episodes = next_slot = 0
-        owed = 0.0
-        first = True
+        if self.loop is None:  # else a checkpoint's, buffers and all: go on from there
+            if pool is not None:  # a slot per pool task: its replay buffer, and a context buffer of its latest trials
+                k = len(pool)
+                rl = RingBuffers(k, c.buffer_per_task, family.obs_dim, shape, self.discrete)
+                ctx = RingBuffers(k, c.context_trials * per_trial * c.collect_trials, family.obs_dim, shape,
+                                  self.discrete)
+            else:  # a stream: a slot per trial, the latest ``train_tasks`` of them, each trial a fresh task
+                k = c.train_tasks
+                rl = ctx = RingBuffers(k, per_trial, family.obs_dim, shape, self.discrete)
+            self.loop = TrainLoop(task_generator(self.seed, "train"),
+                                  extra={"rl": rl, "ctx": ctx, "slots": k, "next_slot": 0, "owed": 0.0, "first": True})
+        loop, x = self.loop, self.loop.extra
+        gen, rl, ctx, k = loop.generator, x["rl"], x["ctx"], x["slots"]
+        self.replay, self.context = rl, ctx  # kept for inspection; saved with a checkpoint, not with the agent
         while True:
             # the first round gives every pool task (or the first meta-batch of slots) a trial before any update;
             # at most a tenth of the budget (ML10's 500 goals would take all of a quick run), then a random subset
-            if first:
+            if x["first"]:
                 n_trials = (min(k, max(c.meta_batch, budget_env_steps // (10 * per_trial))) if pool is not None
                             else max(c.collect_trials, c.meta_batch))
             else:
                 n_trials = c.collect_trials
-            n_trials = min(n_trials, (budget_env_steps - steps) // per_trial)
+            n_trials = min(n_trials, (budget_env_steps - loop.steps) // per_trial)
             if n_trials < 1:
                 break
-            train_family = family.training_family(steps / max(budget_env_steps, 1))
+            train_family = family.training_family(loop.steps / max(budget_env_steps, 1))
             if pool is not None:
-                slots = (torch.randperm(k, generator=gen)[:n_trials] if first
+                slots = (torch.randperm(k, generator=gen)[:n_trials] if x["first"]
                          else torch.randint(0, k, (n_trials,), generator=gen))
                 tasks = pool.index(slots)
                 tasks.key = rng.new_keys(n_trials, gen)
             else:
                 tasks = train_family.sample_tasks(n_trials, "train", gen)
-                slots = (next_slot + torch.arange(n_trials)) % k
-                next_slot = (next_slot + n_trials) % k
-            first = False
+                slots = (x["next_slot"] + torch.arange(n_trials)) % k
+                x["next_slot"] = (x["next_slot"] + n_trials) % k
+            x["first"] = False
             n, trial_return = self.collect(train_family, tasks, slots, rl, ctx)
-            steps += n
-            episodes += n_trials * family.episodes_per_trial
-            owed += n * c.updates_per_env_step
+            loop.steps += n
+            loop.episodes += n_trials * family.episodes_per_trial
+            x["owed"] += n * c.updates_per_env_step
             scalars: dict[str, float] = {}
             have = torch.nonzero(ctx.size > 0).squeeze(1)
-            while owed >= 1:
-                owed -= 1
+            while x["owed"] >= 1:
+                x["owed"] -= 1
                 scalars = self.update(rl, ctx, have)
-            monitor.update(steps, episodes, {**scalars, "train_return": trial_return})
             for name in ("critic_loss", "alpha"):
                 if name in scalars:
-                    self._summary[f"{name}_last"] = scalars[name]
-        return steps
+                    loop.summary[f"{name}_last"] = scalars[name]
+            monitor.update(loop.steps, loop.episodes, {**scalars, "train_return": trial_return})
+        return loop.steps
 
     def update(self, rl: RingBuffers, ctx: RingBuffers, have: torch.Tensor) -> dict[str, float]:
         """One gradient step of the critics with the encoder, the actor and the temperature."""
@@ -474,9 +476,6 @@ class PEARLAgent(Agent):
                 t.lerp_(s, c.tau)
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "kl": kl.item(),
                 "alpha": self.log_alpha.exp().item(), "entropy": entropy.item(), "q": qs[0].mean().item()}
-
-    def training_summary(self) -> dict[str, float]:
-        return dict(self._summary)
 
     # --- Saving -----------------------------------------------------------------------------------
     def stateful(self) -> dict[str, Any]:

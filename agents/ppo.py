@@ -48,7 +48,7 @@ import torch
 
 from metabench.envs.base import Step, TaskFamily, task_generator
 
-from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor
+from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, TrainLoop
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,6 @@ class OnPolicyAgent(Agent):
         self.params = list(params)
         self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
         self.action_generator = torch.Generator().manual_seed(self.seed)
-        self._summary: dict[str, float] = {}
         self.obs_moments = RunningMoments(self.family.obs_dim) if self.config.obs_norm else None
         self.return_moments = RunningMoments(1) if self.config.reward_norm else None
 
@@ -238,28 +237,26 @@ class OnPolicyAgent(Agent):
         return Rollout(torch.stack(kept), torch.stack(actions), res.rewards, res.active)
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
-        gen = task_generator(self.seed, "train")
-        steps = episodes = 0
+        if self.loop is None:  # else a checkpoint's: go on from there
+            self.loop = TrainLoop(task_generator(self.seed, "train"))
+        loop = self.loop
         while True:
-            ro = self.collect(family.training_family(steps / max(budget_env_steps, 1)), gen)
+            ro = self.collect(family.training_family(loop.steps / max(budget_env_steps, 1)), loop.generator)
             n = int(ro.active.sum())
-            if steps + n > budget_env_steps:
+            if loop.steps + n > budget_env_steps:
                 break
-            steps += n
-            episodes += ro.features.shape[1] * family.episodes_per_trial
+            loop.steps += n
+            loop.episodes += ro.features.shape[1] * family.episodes_per_trial
             if self.config.lr_anneal:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = self.config.lr * max(1.0 - steps / max(budget_env_steps, 1), 0.0)
+                    group["lr"] = self.config.lr * max(1.0 - loop.steps / max(budget_env_steps, 1), 0.0)
             scalars = self.update(ro)
-            monitor.update(steps, episodes, scalars)
             for k in self.summary_names:
                 if k in scalars:
-                    self._summary[f"{k}_last"] = scalars[k]
-                    self._summary[f"{k}_max"] = max(self._summary.get(f"{k}_max", -math.inf), scalars[k])
-        return steps
-
-    def training_summary(self) -> dict[str, float]:
-        return dict(self._summary)
+                    loop.summary[f"{k}_last"] = scalars[k]
+                    loop.summary[f"{k}_max"] = max(loop.summary.get(f"{k}_max", -math.inf), scalars[k])
+            monitor.update(loop.steps, loop.episodes, scalars)
+        return loop.steps
 
     def advantages(self, ro: Rollout, rewards: torch.Tensor, values: torch.Tensor | None):
         """Advantages and value targets ``[T, B]`` by GAE, with the value head's estimates or the fitted baseline."""

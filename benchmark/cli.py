@@ -29,9 +29,15 @@ def _fail(message: str, code: int) -> None:
 
 @app.command("list")
 def list_() -> None:
-    """List the agents, task families, suites and profiles."""
+    """List the agents, task families, suites and profiles (with the package that added any from outside)."""
     from metabench.agents import AGENTS
     from metabench.envs import FAMILIES, make_family
+
+    from .registry import BUILTIN
+
+    def origin(registry, name: str) -> str:
+        where = registry.origin(name)
+        return "" if where == BUILTIN else f" [from {where}]"
 
     from .profiles import PROFILES
     from .suites import SUITES
@@ -40,17 +46,18 @@ def list_() -> None:
     typer.echo("agents:")
     for name, entry in AGENTS.items():
         only = f" (runs on {', '.join(entry.tasks)})" if entry.tasks else ""
-        typer.echo(f"  {name:<{w}} {entry.summary}{only}")
+        typer.echo(f"  {name:<{w}} {entry.summary}{only}{origin(AGENTS, name)}")
     typer.echo("tasks:")
     quick = PROFILES.get("quick")
     for name in FAMILIES:
         f = make_family(name)
         budget = f"; quick: {quick.budget_text(name)}" if name in quick.train_env_steps else ""
         typer.echo(f"  {name:<{w}} obs {f.obs_dim}, {f.action_space.kind} actions ({f.action_space.n}), "
-                   f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial{budget}")
+                   f"{f.episodes_per_trial} x {f.max_episode_steps}-step episodes per trial{budget}"
+                   f"{origin(FAMILIES, name)}")
     typer.echo("suites:")
     for name, suite in SUITES.items():
-        typer.echo(f"  {name:<{w}} {', '.join(suite.tasks)}: {suite.summary}")
+        typer.echo(f"  {name:<{w}} {', '.join(suite.tasks)}: {suite.summary}{origin(SUITES, name)}")
     typer.echo("profiles:")
     for name, prof in PROFILES.items():
         own = {t: prof.seeds_for(t) for t in FAMILIES if prof.seeds_for(t) != prof.seeds}
@@ -81,13 +88,24 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan (runs, already done, to do, the estimated time, and the runs to do "
         "by task and agent) and exit without training.")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        help="Updates between a run's checkpoints (default: one every 5 minutes of a run; 0: none).")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the checkpoints of unfinished runs, as <dir>/<profile>/<suite>/<task>/<agent>/"
+        "seed<k>.ckpt (default: beside each record).")] = None,
+    executor: Annotated[str, typer.Option(
+        help="Where runs execute: local (this machine's processes) or ray (one Ray task per run; "
+        "pip install 'metabench[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --executor ray: the cluster, 'auto' or HOST:PORT (default: a local Ray instance).")] = None,
 ) -> None:
     """Meta-train and score agents x tasks x seeds, one record per run.
 
     Each run meta-trains within the profile's env-step budget, is scored on held-out test tasks, and
     writes results/<profile>/<suite>/<task>/<agent>/seed<k>.json (with .curves.csv and the trained agent,
     .pt, beside it). A run whose record exists with the same config is skipped, so rerunning a killed
-    sweep resumes it.
+    sweep resumes it; a run killed mid-way resumes from its last checkpoint (seed<k>.ckpt, deleted when
+    its record is written).
     """
     from .profiles import PROFILES
     from .runner import plan
@@ -103,6 +121,17 @@ def run(
         _fail("--workers must be at least 1", 2)
     if threads is not None and threads < 1:
         _fail("--threads must be at least 1", 2)
+    if checkpoint_every is not None and checkpoint_every < 0:
+        _fail("--checkpoint-every must be at least 0", 2)
+    from .runner import EXECUTORS
+
+    if executor not in EXECUTORS:
+        _fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}", 2)
+    if address is not None and executor != "ray":
+        _fail("--address needs --executor ray", 2)
+    from .runner import Checkpointing
+
+    checkpointing = Checkpointing(checkpoint_dir, checkpoint_every)
 
     runs, notes = plan(agent_names, suites, prof, seeds, task_names)
     for note in notes:
@@ -114,7 +143,10 @@ def run(
         _print_plan(runs, results, workers, header)
         return
     _check_writable(results)
-    out = _sweep(runs, results, workers, threads, header=header)
+    if checkpoint_dir is not None:
+        _check_writable(checkpoint_dir)
+    out = _sweep(runs, results, workers, threads, header=header, checkpointing=checkpointing, executor=executor,
+                 address=address)
     failed = [r for r in out.done if r["status"] != "ok"]
     typer.echo(f"done: {len(out.done) - len(failed)} ok, {len(failed)} failed, {out.skipped} already done"
                + (f", {len(out.by_other)} finished by another sweep" if out.by_other else "")
@@ -365,14 +397,16 @@ def _print_plan(runs, results: Path, workers: int | None, header: str) -> None:
 
 
 def _sweep(runs, results: Path, workers: int | None, threads: int | None = None, header: str = "",
-           resumable: bool = True):
+           resumable: bool = True, checkpointing: Any = None, executor: str = "local", address: str | None = None):
     """run_sweep with a header (planned, already done, to do), one line per started and finished run, and
     live bars when stdout is a terminal."""
     from metabench.envs import make_family
 
     from .progress import SweepProgress
-    from .runner import SweepInterrupted, run_sweep
+    from .ray_executor import RayUnavailable
+    from .runner import Checkpointing, SweepInterrupted, run_sweep
 
+    checkpointing = checkpointing or Checkpointing()
     todo = len(_plan_line(runs, results, workers, header))
     cores = os.cpu_count() or 1
     if workers is not None and workers > cores:
@@ -380,7 +414,8 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     with SweepProgress(todo, enabled=sys.stdout.isatty()) as progress:
         def on_start(spec: Any) -> None:
             if not progress.enabled:
-                typer.echo(f"started  {spec.label}")
+                resuming = checkpointing.enabled and checkpointing.path(spec, results).exists()
+                typer.echo(f"started  {spec.label}" + ("  (from its checkpoint)" if resuming else ""))
 
         def on_done(i: int, n: int, spec: Any, record: dict[str, Any]) -> None:
             metric = make_family(spec.task).primary_metric
@@ -399,12 +434,15 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
                 else:
                     typer.echo(f"note: {line}")
 
-            return run_sweep(runs, results, workers or cores, on_done=on_done, on_start=on_start,
-                             on_note=on_note, progress_queue=progress.queue, threads=threads)
+            return run_sweep(runs, results, workers or (cores if executor == "local" else None), on_done=on_done,
+                             on_start=on_start, on_note=on_note, progress_queue=progress.queue, threads=threads,
+                             checkpointing=checkpointing, executor_name=executor, address=address)
         except SweepInterrupted as stop:
             interrupted = stop
         except BrokenPipeError:  # stdout closed (`metabench run | head`): not a records problem
             raise
+        except RayUnavailable as e:
+            _fail(str(e), 2)
         except OSError as e:  # a record could not be written (disk full, a folder in its place)
             _fail(f"cannot write records under {results}: {e}; the sweep stopped", 1)
     what = (f"{len(interrupted.result.done)} runs finished"

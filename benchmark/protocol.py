@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,6 +178,8 @@ class CurveMonitor:
     log_points: int = 200
     reporter: Callable[..., None] | None = None
     """Progress hook (:class:`metabench.progress.RunReporter`): ``reporter(env_steps, score=None)``."""
+    after_update: Callable[[], None] | None = None
+    """Called at the end of every :meth:`update`, its evaluation done (the runner checkpoints there)."""
     rows: list[tuple[str, float, str, float]] = field(default_factory=list)
     episodes: int = 0
     """Training episodes reported so far."""
@@ -231,3 +234,15 @@ class CurveMonitor:
         if env_steps >= self._next_eval and self._next_eval < self.budget:
             self.evaluate_now(self._next_eval, env_steps, episodes)
             self._next_eval = (env_steps // self._eval_every + 1) * self._eval_every
+        if self.after_update is not None:
+            self.after_update()
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs to go on as if never stopped: the curves so far and the next log points."""
+        return {"rows": list(self.rows), "episodes": self.episodes, "next_eval": self._next_eval,
+                "next_log": self._next_log, "acc": {k: list(v) for k, v in self._acc.items()}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.rows[:] = [tuple(r) for r in state["rows"]]
+        self.episodes, self._next_eval, self._next_log = state["episodes"], state["next_eval"], state["next_log"]
+        self._acc = {k: list(v) for k, v in state["acc"].items()}

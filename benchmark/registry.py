@@ -6,6 +6,8 @@ over them; an unknown name fails with the list of valid ones.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -29,12 +31,29 @@ class Registry(Generic[V]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, V] = {}
+        self._origins: dict[str, str] = {}
+        self._adding_from = BUILTIN
 
     def add(self, name: str, value: V) -> V:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._items[name] = value
+        self._origins[name] = self._adding_from
         return value
+
+    def origin(self, name: str) -> str:
+        """Where ``name`` was registered: :data:`BUILTIN`, or the plugin that added it (see :func:`load_plugins`)."""
+        self.get(name)
+        return self._origins[name]
+
+    @contextlib.contextmanager
+    def adding_from(self, origin: str) -> Iterator[None]:
+        """Names added inside the block are recorded as coming from ``origin``."""
+        before, self._adding_from = self._adding_from, origin
+        try:
+            yield
+        finally:
+            self._adding_from = before
 
     def register(self, name: str) -> Callable[[V], V]:
         """Decorator form of :meth:`add`."""
@@ -69,3 +88,37 @@ class Registry(Generic[V]):
 
     def items(self):
         return self._items.items()
+
+
+BUILTIN = "metabench"
+"""The origin of the names metabench itself registers."""
+
+PLUGIN_GROUPS = ("metabench.agents", "metabench.tasks")
+"""Entry-point groups through which another installed package registers agents and task families: each entry
+point names a callable (``"pkg.module:register"``) that calls :func:`metabench.agents.register` or
+:func:`metabench.envs.register_task` (and may add a suite to :data:`metabench.suites.SUITES`)."""
+
+
+def load_plugins(group: str, *registries: Registry) -> list[str]:
+    """Call every entry point of ``group``; what they register is recorded as coming from their distribution.
+
+    A plugin that fails (it raises on import or when called, or registers a name twice) is skipped with one
+    line on stderr; the others and metabench's own names are unaffected. Returns the loaded entry points'
+    origins."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        origin = f"{ep.dist.name if ep.dist is not None else '?'} (plugin {ep.name})"
+        with contextlib.ExitStack() as stack:
+            for registry in registries:
+                stack.enter_context(registry.adding_from(origin))
+            try:
+                target = ep.load()
+                if callable(target):
+                    target()
+                loaded.append(origin)
+            except Exception as e:  # noqa: BLE001 - a broken plugin must not break metabench
+                print(f"metabench: skipped the {group} entry point {ep.name} = {ep.value}: "
+                      f"{type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+    return loaded

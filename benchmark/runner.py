@@ -22,8 +22,10 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import platform
+import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metabench.agents import AGENTS
@@ -216,12 +219,90 @@ def _new_record(spec: RunSpec, version: str) -> dict[str, Any]:
             "wall_time_s": 0.0, "config": spec.config, "code_version": version}
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """When and where an unfinished run saves what it needs to go on (:meth:`Agent.training_checkpoint`, the
+    curves so far, the global random states), so that a killed run, rerun, resumes from its last checkpoint
+    and ends with the record it would have had (on the CPU; timings aside).
+
+    A checkpoint is written atomically at the end of an update (``monitor.update``), every ``every_updates``
+    updates, or, if that is None, at the first update ``every_s`` seconds after the last one; it is deleted
+    when the run writes its record. ``every_updates = 0``: never.
+    """
+
+    folder: Path | None = None
+    """Where checkpoints go, as ``<folder>/<profile>/<suite>/<task>/<agent>/seed<k>.ckpt``; None: beside the
+    record (``seed<k>.ckpt``, git-ignored)."""
+    every_updates: int | None = None
+    every_s: float = 300.0
+
+    def path(self, spec: RunSpec, results: Path) -> Path:
+        if self.folder is None:
+            return spec.path(results).with_suffix(".ckpt")
+        return Path(self.folder) / spec.profile / spec.suite / spec.task / spec.agent / f"seed{spec.seed}.ckpt"
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_updates != 0
+
+
+CHECKPOINT_FORMAT = 1
+
+
+def _global_rng() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_global_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _load_checkpoint(path: Path, spec: RunSpec) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint at ``path`` if it is this run's (same config), else None with why not ("" if none)."""
+    if not path.exists():
+        return None, ""
+    try:
+        ckpt = torch.load(path, weights_only=False)  # our own file: it holds the loop's generators and buffers
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is set aside, the run starts afresh
+        return None, f"unreadable ({type(e).__name__})"
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        return None, "of another format"
+    if not same_config(ckpt.get("config"), spec.config):
+        return None, "of another config"
+    return ckpt, ""
+
+
+class _Checkpointer:
+    """Saves a run's checkpoint when :class:`Checkpointing` says it is due (the monitor's ``after_update``)."""
+
+    def __init__(self, policy: Checkpointing, path: Path, save: Callable[[], dict[str, Any]]):
+        self.policy, self.path, self.save = policy, path, save
+        self.updates, self.last = 0, time.perf_counter()
+
+    def __call__(self) -> None:
+        self.updates += 1
+        p = self.policy
+        due = (self.updates % p.every_updates == 0) if p.every_updates else time.perf_counter() - self.last >= p.every_s
+        if not due:
+            return
+        buf = io.BytesIO()
+        torch.save(self.save(), buf)
+        write_atomic(self.path, buf.getvalue())
+        self.last = time.perf_counter()
+
+
 def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
-                progress_queue: Any = None) -> dict[str, Any]:
+                progress_queue: Any = None, checkpointing: Checkpointing | None = None) -> dict[str, Any]:
     """Train and evaluate one run, write its curves and record; never raises for a failing agent.
 
     ``progress_queue``: where live progress goes (:class:`metabench.progress.RunReporter`), if anywhere.
+    ``checkpointing``: when and where the unfinished run saves itself (default :class:`Checkpointing`: every
+    5 minutes, beside the record); a checkpoint of this run's config found at the start is resumed from, and
+    the record lists the env steps it resumed at as ``resumed``.
     """
+    checkpointing = checkpointing or Checkpointing()
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
     record = _new_record(spec, version)
@@ -232,6 +313,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
     weights = state_path(path)
     weights.unlink(missing_ok=True)  # a rerun's record never sits beside an earlier run's weights
     state: dict[str, Any] = {}
+    walled_before = 0.0  # a resumed run's wall time before its checkpoint
     try:
         profile = PROFILES.get(spec.profile)
         family = make_family(spec.task, spec.profile)
@@ -255,10 +337,30 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         monitor = CurveMonitor(agent, family, spec.seed, budget, profile.curve_tasks_for(spec.task),
                                profile.curve_points, reporter=reporter)
         rows = monitor.rows
-        monitor.evaluate_now(0, 0, 0)
+        ckpt_path = checkpointing.path(spec, results)
+        ckpt, why_not = _load_checkpoint(ckpt_path, spec) if checkpointing.enabled else (None, "")
+        if why_not:
+            print(f"{spec.label}: checkpoint {ckpt_path} {why_not}; starting afresh", file=sys.stderr)
+        trained_before, resumed = 0.0, []
+        if ckpt is not None:
+            agent.resume_training(ckpt["agent"])
+            monitor.restore(ckpt["monitor"])
+            _set_global_rng(ckpt["rng"])
+            trained_before, walled_before = ckpt["train_time_s"], ckpt["wall_time_s"]
+            resumed = [*ckpt["resumed"], int(ckpt["env_steps"])]
+            record["resumed"] = resumed
+        else:
+            monitor.evaluate_now(0, 0, 0)
         train_start = time.perf_counter()
+        if checkpointing.enabled:
+            monitor.after_update = _Checkpointer(checkpointing, ckpt_path, lambda: {
+                "format": CHECKPOINT_FORMAT, "config": spec.config, "code_version": version,
+                "env_steps": agent.loop.steps if agent.loop is not None else 0,
+                "agent": agent.training_checkpoint(), "monitor": monitor.state(), "rng": _global_rng(),
+                "train_time_s": trained_before + time.perf_counter() - train_start,
+                "wall_time_s": walled_before + time.perf_counter() - started, "resumed": resumed})
         used = int(agent.meta_train(family, budget, monitor))
-        train_time = time.perf_counter() - train_start
+        train_time = trained_before + time.perf_counter() - train_start
         state = agent.state_dict()  # before the final evaluation draws actions: loaded, it scores the same
         if used > budget:
             raise RuntimeError(f"agent used {used} env steps, over its budget of {budget}")
@@ -283,13 +385,14 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         record["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
         record["traceback"] = traceback.format_exc()
         record["metrics"] = {}
-    record["wall_time_s"] = round(time.perf_counter() - started, 3)
+    record["wall_time_s"] = round(walled_before + time.perf_counter() - started, 3)
     write_atomic(path.with_name(f"seed{spec.seed}.curves.csv"), curves_csv(rows))
     if state and record["status"] == "ok":
         buf = io.BytesIO()
         torch.save(state, buf)
         write_atomic(weights, buf.getvalue())
     write_record(path, record)
+    checkpointing.path(spec, results).unlink(missing_ok=True)  # finished: its record supersedes it
     return record
 
 
@@ -366,12 +469,12 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def _run_process(spec: RunSpec, results: Path, version: str, threads: int, progress_queue: Any,
-                 parent_pid: int) -> None:
+                 parent_pid: int, checkpointing: Checkpointing | None = None) -> None:
     """The body of one run's own process (see :class:`SpawnExecutor`)."""
     # Ctrl-C reaches the whole process group: the sweep's process decides what happens to the runs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
-    execute_run(spec, results, version, threads, progress_queue)
+    execute_run(spec, results, version, threads, progress_queue, checkpointing)
 
 
 @dataclass
@@ -447,15 +550,17 @@ class InProcessExecutor(Executor):
 
     slots = 1
 
-    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any):
+    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any,
+                 checkpointing: Checkpointing | None = None):
         self.results, self.version, self.threads, self.progress_queue = results, version, threads, progress_queue
+        self.checkpointing = checkpointing
         self.current: RunSpec | None = None
         self.finished: list[Finished] = []
 
     def start(self, spec: RunSpec) -> None:
         self.current = spec  # in flight until execute_run returns, for a stop that lands inside it
         record = execute_run(spec, self.results, self.version, threads=self.threads,
-                             progress_queue=self.progress_queue)
+                             progress_queue=self.progress_queue, checkpointing=self.checkpointing)
         self.current = None
         self.finished.append(Finished(spec, record))
 
@@ -471,16 +576,17 @@ class SpawnExecutor(Executor):
     """Each run in its own spawned process, at most ``slots`` at once: a run whose process dies (killed,
     out of memory) is known and recorded ``failed`` with the signal, and the others go on."""
 
-    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any, slots: int):
+    def __init__(self, results: Path, version: str, threads: int, progress_queue: Any, slots: int,
+                 checkpointing: Checkpointing | None = None):
         self.results, self.version, self.threads, self.progress_queue = results, version, threads, progress_queue
-        self.slots = slots
+        self.slots, self.checkpointing = slots, checkpointing
         self.ctx = multiprocessing.get_context("spawn")
         self.running: dict[Any, tuple[Any, RunSpec, float]] = {}
 
     def start(self, spec: RunSpec) -> None:
         proc = self.ctx.Process(target=_run_process, name=f"metabench {spec.label}",
                                 args=(spec, self.results, self.version, self.threads, self.progress_queue,
-                                      os.getpid()))
+                                      os.getpid(), self.checkpointing))
         # Read by metabench/__init__.py in the child: it dies with this process even while still importing.
         os.environ[PARENT_ENV] = str(os.getpid())
         try:
@@ -521,6 +627,9 @@ class SpawnExecutor(Executor):
         self.running = {}
 
 
+EXECUTORS = ("local", "ray")
+"""Where a sweep's runs execute (``metabench run --executor``)."""
+
 PARENT_ENV = "METABENCH_SWEEP_PID"
 """Set for a run's spawned process: the pid of the sweep it belongs to."""
 
@@ -538,6 +647,9 @@ def run_sweep(
     on_start: Callable[[RunSpec], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     poll_s: float = POLL_S,
+    checkpointing: Checkpointing | None = None,
+    executor_name: str = "local",
+    address: str | None = None,
 ) -> SweepResult:
     """Execute the pending runs of ``runs``; ``on_start(spec)`` before each, ``on_done(i, n, spec, record)``
     after each, ``on_note(line)`` for what the user should know about the schedule.
@@ -555,18 +667,31 @@ def run_sweep(
 
     ``threads``: torch intra-op threads per run (default: the cores shared out among the workers).
     ``progress_queue``: a (manager) queue the runs report live progress to (:mod:`metabench.progress`).
+    ``checkpointing``: when and where unfinished runs save themselves (:class:`Checkpointing`); a run killed
+    mid-way resumes from its checkpoint when a later sweep runs it.
+    ``executor_name``: ``local`` (this machine's processes, as above) or ``ray`` (one Ray task per run, on a
+    local instance or the cluster at ``address``: :mod:`metabench.ray_executor`).
     """
     from .claims import Claims
 
     results = Path(results)
     todo = pending(runs, results)
     result = SweepResult([], len(runs) - len(todo), [])
-    workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
     version = code_version()
-    threads = max(1, threads or (os.cpu_count() or 1) // workers)
     note = on_note or (lambda line: None)
-    executor: Executor = (InProcessExecutor(results, version, threads, progress_queue) if workers == 1
-                          else SpawnExecutor(results, version, threads, progress_queue, workers))
+    if executor_name == "ray" and todo:  # slots: --workers, else the cluster's CPUs over the threads of a run
+        from .ray_executor import RayExecutor
+
+        threads = max(1, threads or 1)
+        executor: Executor = RayExecutor(results, version, threads, progress_queue,
+                                         min(workers, max(len(todo), 1)) if workers else None, checkpointing, address)
+    elif executor_name in EXECUTORS:
+        workers = max(1, min(workers or os.cpu_count() or 1, max(len(todo), 1)))
+        threads = max(1, threads or (os.cpu_count() or 1) // workers)
+        executor = (InProcessExecutor(results, version, threads, progress_queue, checkpointing) if workers == 1
+                    else SpawnExecutor(results, version, threads, progress_queue, workers, checkpointing))
+    else:
+        raise ValueError(f"unknown executor {executor_name!r}; valid: {', '.join(EXECUTORS)}")
     queue = list(todo)
     waiting: dict[str, RunSpec] = {}  # claimed by another sweep
     claims = Claims()
@@ -666,5 +791,5 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
-__all__ = ["RunSpec", "SweepInterrupted", "SweepResult", "estimate_seconds", "execute_run", "load_agent", "pending", "plan", "run_sweep",
+__all__ = ["Checkpointing", "RunSpec", "SweepInterrupted", "SweepResult", "estimate_seconds", "execute_run", "load_agent", "pending", "plan", "run_sweep",
            "state_path"]

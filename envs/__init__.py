@@ -5,6 +5,8 @@ it: the factory of its family (with that task's config), the suite it belongs
 to and its meta-training budget under each profile (plus, where simulation is
 costly, fewer held-out tasks). Adding a task family is its own module plus one
 :func:`register_task` line; suites, profiles and the runner read it from here.
+Another installed package adds task families through the entry-point group
+``metabench.tasks`` (a callable that calls :func:`register_task`).
 
 MuJoCo families import gymnasium only when their first environment is
 built, so ``import metabench.envs`` stays fast.
@@ -16,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from metabench.registry import Registry
+from metabench.registry import Registry, load_plugins
 
 from .base import ActionSpace, BatchedEnv, MetricSpec, Step, TaskBatch, TaskFamily, task_generator
 from .harlow import Harlow
@@ -97,6 +99,17 @@ register_task("mw_ml1_push", mw_ml1_push, "generality", {"smoke": 3_200, "quick"
               _MW_EVAL, _MUJOCO_SEEDS, _MW_SMOKE)
 register_task("mw_ml10", mw_ml10, "generality", {"smoke": 3_200, "quick": 2_000_000, "paper": 10_000_000},
               _MW_EVAL, _MUJOCO_SEEDS, _MW_SMOKE)
+
+
+# Task families of other installed packages (entry-point group ``metabench.tasks``), after metabench's own; such
+# a plugin may add its own suite to ``metabench.suites.SUITES``.
+def _load_task_plugins() -> None:
+    from metabench.suites import SUITES
+
+    load_plugins("metabench.tasks", FAMILIES, SUITES)
+
+
+_load_task_plugins()
 
 
 def make_family(name: str, profile: str | None = None) -> TaskFamily:
