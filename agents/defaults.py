@@ -83,6 +83,10 @@ TABLE: tuple[Row, ...] = (
         "adapts once at t = 100 of 200 (the paper's Ant-dir); inner step 0.1, MAML's own Ant-dir value"),
     Row(("maml",), METAWORLD, ANY, {"adapt_every": 500, "inner_lr": 0.1, "gamma": 0.99},
         "adapts after each of the trial's 500-step episodes (Meta-World's MAML adapts between rollouts)"),
+    Row(("maml",), (*LOCOMOTION, *METAWORLD), ANY, {"lr": 3e-4, "entropy_coef": 0.0},
+        "no entropy bonus, as garage's MAML-TRPO (policy_ent_coeff 0), and lr 3e-4 as the other agents: with "
+        "0.01 and 1e-3 the log-std drifted up, trials shortened and the PPO ratio of the recomputed adaptation "
+        "overflowed (NaN at 0.7-1.0 M steps on Ant-dir); without, the training return rose (FINDINGS.md, MAML)"),
     # --- PEARL: the authors' settings (the config's defaults) on paper; scaled down on quick (agents/pearl.py) ---
     Row(("pearl",), ("ant_dir",), ("paper",), {"meta_batch": 4, "context_batch": 256, "updates_per_env_step": 0.8},
         "the authors' Ant-dir: 4 tasks per step, 256-transition contexts, twice the gradient steps"),

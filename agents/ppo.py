@@ -48,7 +48,7 @@ import torch
 
 from metabench.envs.base import Step, TaskFamily, task_generator
 
-from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingMonitor, TrainLoop
+from .base import Agent, AgentConfig, AgentInput, GeneratorState, TrainingDiverged, TrainingMonitor, TrainLoop
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,11 @@ class OnPolicyAgent(Agent):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = clip_grad_norm(self.params, cfg.max_grad_norm)
+                if not torch.isfinite(grad_norm):  # stop before the step writes NaN into the parameters
+                    log_ratio = (ev.log_prob - old_b)[mb.active]
+                    raise TrainingDiverged(
+                        f"non-finite gradient (loss {float(loss.detach()):.4g}; largest log-ratio of new to old "
+                        f"action probabilities {float(log_ratio.detach().max()):.4g}, above ~88 the ratio overflows)")
                 self.optimizer.step()
                 for k, v in {"loss": loss, **losses, "grad_norm": grad_norm}.items():
                     stats.setdefault(k, []).append(float(v.detach()))

@@ -350,3 +350,19 @@ def test_reward_norm_makes_an_update_independent_of_the_reward_scale():
     assert agents[1].return_moments.var.item() == pytest.approx(agents[0].return_moments.var.item() * 1e6)
     for p, q in zip(agents[0].params, agents[1].params):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_a_non_finite_gradient_stops_training_before_the_step(monkeypatch):
+    """The update raises TrainingDiverged naming the log-ratio, and leaves the parameters as they were (a NaN
+    step would otherwise surface later and elsewhere, as MAML's non-finite adapted parameters did)."""
+    from metabench.agents import ppo
+    from metabench.agents.base import TrainingDiverged
+
+    family = short_harlow(max_steps=25)
+    agent = AGENTS.get("rl2").build(family, smoke_config("rl2", family, batch_tasks=8, ppo_epochs=2,
+                                                         minibatches=2), seed=0)
+    before = flat_params(agent)
+    monkeypatch.setattr(ppo, "clip_grad_norm", lambda params, max_norm: torch.tensor(float("nan")))
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradient .*largest log-ratio"):
+        agent.meta_train(family, 400, Monitor())
+    assert all(torch.equal(a, b) for a, b in zip(before, flat_params(agent)))
