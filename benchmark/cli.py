@@ -156,6 +156,41 @@ def run(
 
 
 @app.command()
+def analyze(
+    record: Annotated[Path, typer.Option(help="A record whose saved agent (seed<k>.pt) is beside it.")],
+    tasks: Annotated[int, typer.Option(help="Held-out trials to play (the record's test stream).")] = 256,
+    out: Annotated[Path, typer.Option(help="Folder for the figures, the summary and the data file.")] = Path(
+        "reports/analysis"),
+) -> None:
+    """Where a trained agent keeps what it learned in a trial: PCA of its memory (MetODS's W, RL²'s h) over
+    held-out trials, coloured by the situation (Harlow: the first choice's outcome; the maze: target found
+    yet), and a probe of how well the memory tells the two apart, step by step."""
+    from metabench.envs import make_family
+
+    from .analyze import NotAnalysable, analyze as run_analysis, write
+    from .records import InvalidRecord, load_record
+    from .runner import load_agent
+
+    if tasks < 2:
+        _fail("--tasks must be at least 2", 2)
+    try:
+        rec = load_record(record)
+        agent = load_agent(record)
+    except (InvalidRecord, ValueError, OSError) as e:
+        _fail(str(e).splitlines()[0], 2)
+    family = make_family(rec["task"], rec["profile"])
+    score = {k: rec["metrics"][k] for k in (family.primary_metric, *(family.solved[:1] if family.solved else ()))
+             if k in rec["metrics"]}
+    try:
+        result = run_analysis(agent, family, rec["seed"], tasks, str(record), rec["agent"], rec["task"], score)
+    except NotAnalysable as e:
+        _fail(str(e), 2)
+    command = f"metabench analyze --record {record} --tasks {tasks} --out {out}"
+    for path in write(result, out, command):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def report(
     results: Annotated[Path, typer.Option(help="Records to read.")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="Where reports are written.")] = Path("reports"),

@@ -151,6 +151,21 @@ class Step:
     """Per-step signals ``[B]`` beside the reward (e.g. Meta-World's ``success``); 0 where inactive."""
 
 
+@dataclass
+class MemoryLabels:
+    """A binary label of each step of a batch of trials, for the analysis of an agent's memory
+    (:mod:`metabench.analyze`): which of two situations the trial is in, and the step where it is decided."""
+
+    labels: torch.Tensor
+    """int64 ``[T, B]``: 0 or 1 per active step, -1 where undefined (inactive, or a trial never decided)."""
+    decided_at: torch.Tensor
+    """int64 ``[B]``: the step where each trial's label is decided (-1: never)."""
+    names: tuple[str, str]
+    """What labels 0 and 1 mean."""
+    event: str
+    """What decides it, for axis titles ("the first choice")."""
+
+
 class BatchedEnv(ABC):
     """B environments, one per task, stepped together."""
 
@@ -298,6 +313,11 @@ class TaskFamily(ABC):
     def reference_levels(self) -> dict[str, float]:
         """Named levels of the primary metric drawn on figures (e.g. Harlow's maximum 6.2)."""
         return {}
+
+    def memory_labels(self, rewards: torch.Tensor, active: torch.Tensor) -> "MemoryLabels | None":
+        """What ``metabench analyze`` colours an agent's memory by, from a batch of held-out trials' rewards and
+        active masks ``[T, B]``; None (the default): the family offers no such label."""
+        return None
 
     def ceiling(self) -> float | None:
         """The documented ceiling of the primary metric (normalised score 1; Random is 0), or None."""

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from . import rng
-from .base import ActionSpace, BatchedEnv, FamilyConfig, MetricSpec, Split, Step, TaskBatch, TaskFamily
+from .base import ActionSpace, BatchedEnv, FamilyConfig, MemoryLabels, MetricSpec, Split, Step, TaskBatch, TaskFamily
 
 FIXATE, CHOOSE = 0, 1
 
@@ -262,6 +262,17 @@ class Harlow(TaskFamily):
         cfg = self.config
         return {f"maximum {cfg.max_return:.1f}": cfg.max_return,
                 f"Bayes-optimal {cfg.bayes_optimal_return:.1f}": cfg.bayes_optimal_return}
+
+    def memory_labels(self, rewards: torch.Tensor, active: torch.Tensor) -> MemoryLabels:
+        """The outcome of the first choice (the one-shot lesson), on every step of the trial: before the choice
+        no memory can know it, after it a memory that learned from it does (the paper's Fig. 3)."""
+        cfg = self.config
+        choice = active & ((rewards == cfg.correct_reward) | (rewards == cfg.wrong_reward))
+        made = choice.any(0)
+        first = torch.where(made, choice.to(torch.int64).argmax(0), torch.full_like(made, -1, dtype=torch.int64))
+        outcome = (rewards.gather(0, first.clamp(min=0).unsqueeze(0))[0] == cfg.correct_reward).to(torch.int64)
+        labels = torch.where(active & made, outcome.expand_as(rewards), torch.full_like(first, -1).expand_as(rewards))
+        return MemoryLabels(labels, first, ("wrong first choice", "correct first choice"), "the first choice")
 
     def ceiling(self) -> float:
         """The Bayes-optimal expected return (5.2): no agent can expect more."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from . import rng
-from .base import ActionSpace, BatchedEnv, FamilyConfig, MetricSpec, Split, Step, TaskBatch, TaskFamily, task_generator
+from .base import ActionSpace, BatchedEnv, FamilyConfig, MemoryLabels, MetricSpec, Split, Step, TaskBatch, TaskFamily, task_generator
 
 # up, down, left, right as (row, column) moves
 MOVES = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])
@@ -238,6 +238,15 @@ class Maze(TaskFamily):
             self.metrics = (MetricSpec("cumulative_reward", True, "reward of an episode on the larger maze",
                                        paper=("maze_larger", "cumulative_reward", 1.0)),)
         self.larger = larger
+
+    def memory_labels(self, rewards: torch.Tensor, active: torch.Tensor) -> MemoryLabels:
+        """Whether the target has been found yet (its first reward) at each step of the trial."""
+        hit = active & (rewards > 0)
+        found = torch.cumsum(hit.to(torch.int64), 0) > 0
+        made = hit.any(0)
+        first = torch.where(made, hit.to(torch.int64).argmax(0), torch.full_like(made, -1, dtype=torch.int64))
+        labels = torch.where(active, found.to(torch.int64), torch.full_like(found, -1, dtype=torch.int64))
+        return MemoryLabels(labels, first, ("target not found yet", "target found"), "the first find")
 
     def evaluation_variants(self) -> dict[str, TaskFamily]:
         variants: dict[str, TaskFamily] = {"": self}

@@ -23,6 +23,7 @@ from pathlib import Path
 from metabench.envs import FAMILIES
 
 from ..records import check_curves, scan, write_atomic
+from ..analyze import report_section
 from .aggregates import DEFAULT_TARGET, Aggregates, Levels, aggregates, aggregates_markdown, task_levels
 from .common import FIGURES, Cell, Group, is_current, md_table, pooled, suite_of, task_key
 from .curves import learning_curve
@@ -60,8 +61,9 @@ def group_records(records) -> tuple[dict[str, dict[tuple[str, str], Group]], lis
     return by_suite, warnings
 
 
-def build_reports(results: Path) -> Built:
-    """Every report file (relative path -> bytes) for the records under ``results``."""
+def build_reports(results: Path, analyses: Path | None = None) -> Built:
+    """Every report file (relative path -> bytes) for the records under ``results``; with ``analyses``, each suite's
+    report ends with the memory analyses of its tasks found there (``metabench analyze``'s JSON files)."""
     found = scan(Path(results))  # strict: a corrupt, foreign or inconsistent record is named and skipped
     by_suite, skipped = group_records(found.records)
     # a curves CSV that does not parse: named once, and the report reads that record as having no curves
@@ -83,7 +85,13 @@ def build_reports(results: Path) -> Built:
                 if (agg := aggregates(suite_name, profile, groups)) is not None and agg.scores:
                     aggs[profile] = agg
                     files[f"{FIGURES}/{suite_name}-{profile}-stats.png"] = aggregates_figure(suite_name, profile, agg)
-        files[f"{suite_name}.md"] = suite_markdown(suite_name, groups, tuple(pictured), aggs).encode()
+        md = suite_markdown(suite_name, groups, tuple(pictured), aggs)
+        if analyses is not None:
+            section, figures = report_section(analyses, suite.tasks, ANALYSIS)
+            if section:
+                md = md.rstrip("\n") + "\n\n" + section
+                files.update({f"{ANALYSIS}/{name}": png for name, png in figures.items()})
+        files[f"{suite_name}.md"] = md.encode()
         for (p, task), group in groups.items():
             if (agg := aggs.get(p)) is not None and agg.tasks == [task]:
                 task_aggs[(suite_name, p, task)] = agg  # the suite's aggregate is this task's alone
@@ -92,9 +100,13 @@ def build_reports(results: Path) -> Built:
     return Built(files, warnings, readme_summary(by_suite, task_aggs) if by_suite else "")
 
 
+ANALYSIS = "analysis"
+"""The folder of ``metabench analyze``'s default output under the reports folder, read back by the report."""
+
+
 def write_reports(results: Path, reports: Path, readme: Path | None = None) -> Built:
     """Write every report file; with ``readme``, also its results section (a warning if it has no markers)."""
-    built = build_reports(results)
+    built = build_reports(results, Path(reports) / ANALYSIS)
     for rel, data in built.files.items():
         write_atomic(Path(reports) / rel, data)
     if readme is not None and built.readme_section:
