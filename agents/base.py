@@ -85,6 +85,14 @@ class AgentInput:
     """float ``[B, K]``: the tasks themselves (:meth:`TaskFamily.task_features`), given only to an agent whose
     :attr:`Agent.sees_task` is True (the ``oracle`` reference row); None for every meta-learner."""
 
+    def to(self, device: torch.device | str) -> "AgentInput":
+        """These inputs on ``device`` (itself where every tensor is there already): the protocol and the task
+        families work on the CPU, an agent computing elsewhere (``--device cuda``) moves what it sees."""
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if all(v is None or v.device == torch.device(device) for v in moved.values()):
+            return self
+        return AgentInput(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+
     def features(self, action_space: ActionSpace) -> torch.Tensor:
         """[obs, one-hot or raw previous action, previous reward, episode-start flag] as one float tensor."""
         if action_space.discrete:
@@ -158,10 +166,25 @@ class Agent(ABC):
     """The stream :meth:`act` draws its actions from, if it draws any: the agent's own (seeded by its seed,
     saved with it), swapped for another while it is evaluated (:meth:`acting_with`)."""
 
+    device: torch.device = torch.device("cpu")
+    """Where the agent's networks and per-trial memory live (:meth:`to`). Whatever it is, :meth:`act` takes the
+    protocol's CPU inputs and returns CPU actions, drawn from the CPU :attr:`action_generator`: the task
+    families, the protocol and the random streams are the same on every device."""
+
     def __init__(self, family: TaskFamily, config: AgentConfig, seed: int):
         self.family = family
         self.config = config
         self.seed = seed
+
+    def to(self, device: torch.device | str) -> "Agent":
+        """Move the agent's learned parts (the modules among :meth:`stateful`) to ``device``, before it trains or
+        loads a state; returns the agent. Modules move in place, so an optimiser built on their parameters
+        stays valid."""
+        self.device = torch.device(device)
+        for obj in self.stateful().values():
+            if isinstance(obj, torch.nn.Module):
+                obj.to(self.device)
+        return self
 
     @contextmanager
     def acting_with(self, generator: torch.Generator) -> Iterator[None]:

@@ -147,12 +147,12 @@ def linear_baseline(obs: torch.Tensor, returns: torch.Tensor, active: torch.Tens
     observations: obs² = obs).
     """
     t_len = obs.shape[0]
-    t = (torch.arange(t_len, dtype=obs.dtype) / 100.0).view(-1, 1, 1).expand(*obs.shape[:2], 1)
+    t = (torch.arange(t_len, dtype=obs.dtype, device=obs.device) / 100.0).view(-1, 1, 1).expand(*obs.shape[:2], 1)
     o = obs.clamp(-10, 10)
     feats = torch.cat([o, o * o, t, t * t, t**3, torch.ones_like(t)], dim=2)
     x, y = feats[active].double(), returns[active].double()
     a = x.T @ x
-    a = a + ridge * (a.diagonal().mean() + 1.0) * torch.eye(x.shape[1], dtype=x.dtype)
+    a = a + ridge * (a.diagonal().mean() + 1.0) * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     w = torch.linalg.solve(a, x.T @ y)
     return feats @ w.to(feats.dtype)
 
@@ -236,7 +236,7 @@ class MAMLAgent(OnPolicyAgent):
             memory = self._adapt_memory(memory, inputs.active)
         action = sample_action(self.distribution(memory.params, inputs.obs), self.action_generator)
         memory.obs.append(inputs.obs)
-        memory.actions.append(action)
+        memory.actions.append(action.to(self.device))
         memory.active.append(inputs.active)
         memory.t += 1
         return action, memory

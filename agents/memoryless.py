@@ -95,7 +95,8 @@ class MemorylessAgent(RecurrentAgent):
 
     def features(self, inputs: AgentInput) -> torch.Tensor:
         """[obs] (``blind``) or [obs, task features] (``oracle``), the observation standardised if ``obs_norm``."""
-        obs = self.observe(inputs).obs
+        inputs = self.observe(inputs)
+        obs = inputs.obs
         if not self.config.sees_task:
             return obs
         if inputs.task is None:

@@ -153,16 +153,17 @@ class MetODSCore(MemoryCore):
         s = self.cfg.S
         if not self.cfg.convex_beta:
             return self.beta_free
-        rows = [torch.zeros(s + 1)]
+        zeros = self.beta_write.new_zeros
+        rows = [zeros(s + 1)]
         for i in range(1, s + 1):
             carry = torch.sigmoid(self.beta_carry[i]) * torch.softmax(self.beta_mix[i, :i], 0)
-            rows.append(torch.cat([carry, self.beta_write[i : i + 1], torch.zeros(s - i)]))
+            rows.append(torch.cat([carry, self.beta_write[i : i + 1], zeros(s - i)]))
         return torch.stack(rows)
 
     def carry_gain(self) -> torch.Tensor:
         """c_S: the weight of W_{t-1} in W_t."""
         beta = self.beta()
-        c = [torch.ones(())]
+        c = [beta.new_ones(())]
         for i in range(1, self.cfg.S + 1):
             c.append(sum(beta[i, l] * c[l] for l in range(i)))
         return c[-1]
@@ -233,7 +234,7 @@ class MetODSCore(MemoryCore):
         kappa, beta, s_max = self.kappa, self.beta(), self.cfg.S
         scalar_alpha = self.alpha.dim() == 0
         V = [self.encode(x)]
-        c = [torch.ones((), dtype=x.dtype)]  # W^(s) = c[s] W + Σ_r a[s][r] α⊙(us[r] ws[r]ᵀ)
+        c = [torch.ones((), dtype=x.dtype, device=x.device)]  # W^(s) = c[s] W + Σ_r a[s][r] α⊙(us[r] ws[r]ᵀ)
         a: list[list[torch.Tensor]] = [[]]
         us: list[torch.Tensor] = []
         ws: list[torch.Tensor] = []

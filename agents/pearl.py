@@ -280,7 +280,7 @@ class PEARLAgent(Agent):
     def sample(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator):
         """Continuous: an action in [-1, 1] (tanh-squashed, before the bounds) and its log-probability."""
         mean, log_std = self.policy(obs, z)
-        eps = torch.randn(mean.shape, generator=generator)
+        eps = torch.randn(mean.shape, generator=generator).to(mean.device)
         u = mean + log_std.exp() * eps
         a = torch.tanh(u)
         logp = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -293,16 +293,20 @@ class PEARLAgent(Agent):
 
     # --- Acting -----------------------------------------------------------------------------------
     def initial_memory(self, batch_size: int) -> PEARLMemory:
-        L = self.config.latent
-        return PEARLMemory(precision=torch.ones(batch_size, L), weighted_mean=torch.zeros(batch_size, L),
-                           last_obs=torch.zeros(batch_size, self.family.obs_dim), z=torch.zeros(batch_size, L),
-                           steps=torch.zeros(batch_size, dtype=torch.int64))
+        L, d = self.config.latent, self.device
+        return PEARLMemory(precision=torch.ones(batch_size, L, device=d),
+                           weighted_mean=torch.zeros(batch_size, L, device=d),
+                           last_obs=torch.zeros(batch_size, self.family.obs_dim, device=d),
+                           z=torch.zeros(batch_size, L, device=d),
+                           steps=torch.zeros(batch_size, dtype=torch.int64, device=d))
 
     def draw_z(self, precision: torch.Tensor, weighted_mean: torch.Tensor) -> torch.Tensor:
         var = 1.0 / precision
-        return weighted_mean * var + var.sqrt() * torch.randn(precision.shape, generator=self.action_generator)
+        eps = torch.randn(precision.shape, generator=self.action_generator).to(precision.device)
+        return weighted_mean * var + var.sqrt() * eps
 
     def act(self, inputs: AgentInput, memory: PEARLMemory) -> tuple[torch.Tensor, PEARLMemory]:
+        inputs = inputs.to(self.device)
         fresh = inputs.task_start
         # the transition the previous step completed: (s_{t-1}, a_{t-1}, r_{t-1}), present after the task's first step
         has_prev = ~fresh
@@ -319,10 +323,10 @@ class PEARLAgent(Agent):
         z = torch.where(redraw.unsqueeze(1), z_new, memory.z)
         if self.discrete:
             probs = F.softmax(self.policy(inputs.obs, z), dim=-1)
-            action = torch.multinomial(probs, 1, generator=self.action_generator).squeeze(1)
+            action = torch.multinomial(probs.cpu(), 1, generator=self.action_generator).squeeze(1)
         else:
             a, _ = self.sample(inputs.obs, z, self.action_generator)
-            action = a * self.scale + self.offset
+            action = a.cpu() * self.scale + self.offset
         new = PEARLMemory(precision, weighted_mean, inputs.obs, z, steps + 1)
         act = inputs.active
         kept = PEARLMemory(*(keep_inactive(act, getattr(new, f), getattr(memory, f)) for f in
@@ -423,12 +427,12 @@ class PEARLAgent(Agent):
         """One gradient step of the critics with the encoder, the actor and the temperature."""
         c, g = self.config, self.update_generator
         tasks = have[torch.randint(0, len(have), (c.meta_batch,), generator=g)]
-        co, ca, cr, _, _ = ctx.sample(tasks, c.context_batch, g)
+        co, ca, cr, _, _ = (x.to(self.device) for x in ctx.sample(tasks, c.context_batch, g))
         mu_i, var_i = self.factors(self.context_features(co, ca, cr))
         mu, var = product_of_gaussians(mu_i, var_i)
-        z = mu + var.sqrt() * torch.randn(mu.shape, generator=g)
+        z = mu + var.sqrt() * torch.randn(mu.shape, generator=g).to(self.device)
         kl = 0.5 * (var + mu**2 - 1.0 - var.log()).sum(-1).sum()
-        obs, action, reward, next_obs, terminal = rl.sample(tasks, c.batch, g)
+        obs, action, reward, next_obs, terminal = (x.to(self.device) for x in rl.sample(tasks, c.batch, g))
         obs, next_obs = obs.flatten(0, 1), next_obs.flatten(0, 1)
         action, reward, terminal = action.flatten(0, 1), reward.flatten(0, 1), terminal.flatten(0, 1)
         z_b = z.repeat_interleave(c.batch, dim=0)
@@ -476,6 +480,13 @@ class PEARLAgent(Agent):
                 t.lerp_(s, c.tau)
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "kl": kl.item(),
                 "alpha": self.log_alpha.exp().item(), "entropy": entropy.item(), "q": qs[0].mean().item()}
+
+    def to(self, device: torch.device | str) -> "PEARLAgent":
+        """The networks, and the temperature (a lone parameter), on ``device``; the replay and context buffers stay
+        on the CPU (their samples move at each update)."""
+        super().to(device)
+        self.log_alpha.data = self.log_alpha.data.to(self.device)
+        return self
 
     # --- Saving -----------------------------------------------------------------------------------
     def stateful(self) -> dict[str, Any]:

@@ -109,6 +109,9 @@ class Rollout:
     def __len__(self) -> int:
         return self.features.shape[0]
 
+    def to(self, device: torch.device) -> "Rollout":
+        return Rollout(*(x.to(device) for x in (self.features, self.actions, self.rewards, self.active)))
+
     def tasks(self, idx: torch.Tensor) -> "Rollout":
         """The trials ``idx``, cut after the last step on which any of them is active (the steps after it
         change nothing: an inactive trial's memory is kept and its terms are masked out)."""
@@ -186,8 +189,9 @@ class OnPolicyAgent(Agent):
         self.return_moments = RunningMoments(1) if self.config.reward_norm else None
 
     def observe(self, inputs: AgentInput) -> AgentInput:
-        """``inputs`` as the policy sees them: the observation standardised when ``obs_norm`` is on (the
-        subclasses call this first in ``act`` and ``step_record``)."""
+        """``inputs`` as the policy sees them: on the agent's :attr:`device`, the observation standardised when
+        ``obs_norm`` is on (the subclasses call this first in ``act`` and ``step_record``)."""
+        inputs = inputs.to(self.device)
         if self.obs_moments is None:
             return inputs
         return dataclasses.replace(inputs, obs=self.obs_moments.normalize(inputs.obs))
@@ -233,8 +237,8 @@ class OnPolicyAgent(Agent):
         with torch.no_grad():
             res = run_trials(self, family, tasks, on_step=record)
         if self.obs_moments is not None:
-            self.obs_moments.update(torch.cat(raw))
-        return Rollout(torch.stack(kept), torch.stack(actions), res.rewards, res.active)
+            self.obs_moments.update(torch.cat(raw).to(self.device))
+        return Rollout(torch.stack(kept), torch.stack(actions), res.rewards, res.active).to(self.device)
 
     def meta_train(self, family: TaskFamily, budget_env_steps: int, monitor: TrainingMonitor) -> int:
         if self.loop is None:  # else a checkpoint's: go on from there
@@ -280,7 +284,7 @@ class OnPolicyAgent(Agent):
             old_logp = old.log_prob
         stats: dict[str, list[float]] = {}
         for _epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(b, generator=self.action_generator)
+            order = torch.randperm(b, generator=self.action_generator).to(self.device)
             for idx in order.chunk(cfg.minibatches):
                 mb = ro.tasks(idx)
                 t = len(mb)
@@ -381,10 +385,11 @@ def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
 
 
 def sample_action(dist: torch.distributions.Distribution, generator: torch.Generator) -> torch.Tensor:
-    """One action per row from a categorical or diagonal-Gaussian policy, drawn with ``generator``."""
+    """One action per row from a categorical or diagonal-Gaussian policy, drawn with the CPU ``generator``, as a
+    CPU tensor whatever device the policy ran on (the environment's; the draw the same on every device)."""
     if isinstance(dist, torch.distributions.Categorical):
-        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
-    mean, std = dist.base_dist.loc, dist.base_dist.scale
+        return torch.multinomial(dist.probs.cpu(), 1, generator=generator).squeeze(1)
+    mean, std = dist.base_dist.loc.cpu(), dist.base_dist.scale.cpu()
     return mean + std * torch.randn(mean.shape, generator=generator)
 
 

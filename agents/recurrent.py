@@ -165,9 +165,24 @@ class RecurrentAgent(OnPolicyAgent):
             orthogonal_init(self.core, self.heads)
         self.summary_names = ("grad_norm", *self.core.diagnostic_names)
         self.init_trainer(p for m in (self.core, self.heads) for p in m.parameters())
+        self._set_step()
+
+    def _set_step(self) -> None:
         # compile applies to the step the autograd path runs; a core with its own kernel never calls it.
-        compiled = config.compile and self.core.kernel_path == "autograd"
+        compiled = self.config.compile and self.core.kernel_path == "autograd"
         self._step = torch.compile(self._core_step, dynamic=False) if compiled else self._core_step
+
+    def to(self, device: torch.device | str) -> "RecurrentAgent":
+        """On a device other than the CPU the core steps its autograd path (compiled where ``compile`` is on):
+        the fused kernels are CPU code. ``kernel="fused"`` there raises; ``auto`` says why in the record."""
+        super().to(device)
+        if self.device.type != "cpu" and self.core.kernel_path == "fused":
+            if self.config.kernel == "fused":
+                raise ValueError(f"kernel='fused' runs on the CPU only, not on {self.device}")
+            self.core.kernel_path = "autograd"
+            self.core.kernel_reason = f"the fused kernel runs on the CPU only (device {self.device})"
+            self._set_step()
+        return self
 
     @abstractmethod
     def make_core(self, family: TaskFamily, config: RecurrentConfig) -> MemoryCore: ...
@@ -185,6 +200,7 @@ class RecurrentAgent(OnPolicyAgent):
     def act(self, inputs: AgentInput, memory: Any) -> tuple[torch.Tensor, Any]:
         # One step through the same trial entry as the replay (T = 1), so that acting and replaying compute
         # the same numbers whichever kernel the core runs.
+        inputs = inputs.to(self.device)
         x = self.features(inputs)
         h, memory = self.core.trial(x[None], inputs.active[None], memory, step=self._step)
         return sample_action(self.heads.distribution(h[0]), self.action_generator), memory
@@ -192,7 +208,10 @@ class RecurrentAgent(OnPolicyAgent):
     def run_info(self) -> dict[str, str]:
         """How this agent computes, for the run's record: ``memory_kernel``, the path of the core's trial
         (``fused`` or ``autograd``; see :attr:`MemoryCore.kernel_path`)."""
-        return {"memory_kernel": self.core.kernel_path}
+        info = {"memory_kernel": self.core.kernel_path}
+        if self.core.kernel_path != "fused" and self.device.type != "cpu" and self.core.kernel_reason:
+            info["memory_kernel_reason"] = self.core.kernel_reason
+        return info
 
     def features(self, inputs: AgentInput) -> torch.Tensor:
         """The core's input at one step, ``[B, F]``: [obs, previous action, previous reward, episode-start flag]

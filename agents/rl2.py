@@ -39,7 +39,7 @@ class GRUCore(MemoryCore):
         self.use_kernel("RL²", kernel, None, gru_fused)
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.hidden_dim)
+        return self.cell.weight_hh.new_zeros(batch, self.hidden_dim)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor):
         h = self.cell(x, state)

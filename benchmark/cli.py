@@ -98,6 +98,10 @@ def run(
         "pip install 'metabench[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(
         help="With --executor ray: the cluster, 'auto' or HOST:PORT (default: a local Ray instance).")] = None,
+    device: Annotated[str, typer.Option(
+        help="Where the torch agents compute: cpu, cuda (or cuda:N) or auto (cuda where torch sees a GPU). "
+        "The task families and the simulators stay on the CPU; each record's platform.device says where it "
+        "ran.")] = "cpu",
 ) -> None:
     """Meta-train and score agents x tasks x seeds, one record per run.
 
@@ -132,8 +136,16 @@ def run(
     from .runner import Checkpointing
 
     checkpointing = Checkpointing(checkpoint_dir, checkpoint_every)
+    from .runner import check_device, resolve_device
 
-    runs, notes = plan(agent_names, suites, prof, seeds, task_names)
+    try:
+        device = resolve_device(device)
+        if executor == "local":  # on Ray, the device is the workers': a run that lacks it fails saying so
+            check_device(device)
+    except (ValueError, RuntimeError) as e:
+        _fail(f"--device: {e}", 2)
+
+    runs, notes = plan(agent_names, suites, prof, seeds, task_names, device)
     for note in notes:
         typer.echo(f"note: {note}")
     if not runs:

@@ -3,7 +3,8 @@
 The sweep itself (its queue, claims, stopping, the one line per run) is :func:`metabench.runner.run_sweep`'s, as
 under the local executor; this module only starts runs and collects them (:class:`RayExecutor`).
 
-- **One task per run**, declaring ``threads`` CPUs (and no GPU: the torch agents run on the CPU). A task runs
+- **One task per run**, declaring ``threads`` CPUs, and one GPU for a run on ``--device cuda`` (Ray gives the
+  task its GPU as ``cuda``; none for ``cpu``). A task runs
   :func:`~metabench.runner.execute_run` into a scratch folder of its worker and returns the record, the curves
   and the trained agent as values; the driver writes them under its own results folder, atomically, so the
   workers need no shared file system for records.
@@ -84,12 +85,14 @@ class RayExecutor(Executor):
 
             self.progress = Queue(maxsize=1000)
         self.max_retries = MAX_RETRIES if max_retries is None else max_retries
-        self.remote = ray.remote(task or run_remote).options(
-            num_cpus=threads, num_gpus=0, max_retries=self.max_retries, retry_exceptions=False)
+        body = ray.remote(task or run_remote)
+        self.remote = {gpus: body.options(num_cpus=threads, num_gpus=gpus, max_retries=self.max_retries,
+                                          retry_exceptions=False) for gpus in (0, 1)}
         self.running: dict[Any, tuple[RunSpec, float]] = {}
 
     def start(self, spec: RunSpec) -> None:
-        ref = self.remote.remote(spec, self.version, self.threads, self.checkpointing, self.progress)
+        remote = self.remote[0 if spec.device == "cpu" else 1]
+        ref = remote.remote(spec, self.version, self.threads, self.checkpointing, self.progress)
         self.running[ref] = (spec, time.perf_counter())
 
     def _forward_progress(self) -> None:

@@ -56,6 +56,9 @@ class RunSpec:
     seed: int
     config: dict[str, Any]
     """The resolved config, JSON-normalised: ``{"agent", "task", "profile", "seed"}``."""
+    device: str = "cpu"
+    """Where the agent computes (``metabench run --device``): ``cpu`` or ``cuda[:i]``. Not part of the config: a
+    record's ``platform.device`` says where it ran, and a run done on one device counts as done on another."""
 
     def path(self, results: Path) -> Path:
         return record_path(results, self.profile, self.suite, self.task, self.agent, self.seed)
@@ -100,10 +103,12 @@ def same_config(recorded: Any, now: dict[str, Any]) -> bool:
 
 
 def plan(
-    agents: list[str], suites: list[Suite], profile: Profile, seeds: int | None, tasks: list[str] | None = None
+    agents: list[str], suites: list[Suite], profile: Profile, seeds: int | None, tasks: list[str] | None = None,
+    device: str = "cpu",
 ) -> tuple[list[RunSpec], list[str]]:
     """All runs of the selection, and notes on (agent, task) pairs skipped as unsupported. ``seeds``: per
-    (agent, task); None: the profile's for each agent and task (:meth:`Profile.seeds_for`)."""
+    (agent, task); None: the profile's for each agent and task (:meth:`Profile.seeds_for`). ``device``: where
+    the runs' agents compute (:func:`resolve_device`'s answer)."""
     runs, notes = [], []
     for suite in suites:
         for task in suite.tasks:
@@ -120,7 +125,7 @@ def plan(
                     continue
                 for seed in range(profile.seeds_for(task, agent) if seeds is None else seeds):
                     runs.append(RunSpec(profile.name, suite.name, task, agent, seed,
-                                        resolve_config(agent, task, profile, seed)))
+                                        resolve_config(agent, task, profile, seed), device))
     return runs, notes
 
 
@@ -264,7 +269,9 @@ def _load_checkpoint(path: Path, spec: RunSpec) -> tuple[dict[str, Any] | None, 
     if not path.exists():
         return None, ""
     try:
-        ckpt = torch.load(path, weights_only=False)  # our own file: it holds the loop's generators and buffers
+        # our own file (it holds the loop's generators and buffers); tensors load on the CPU, and restoring them
+        # into the agent puts them on its device
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is set aside, the run starts afresh
         return None, f"unreadable ({type(e).__name__})"
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -326,7 +333,8 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         # back to eager. Each run starts afresh.
         torch.compiler.reset()
         torch.manual_seed(spec.seed)
-        agent = entry.build(family, config, spec.seed)
+        agent = entry.build(family, config, spec.seed).to(check_device(spec.device))
+        record["platform"]["device"] = device_name(agent.device)
         record["platform"].update(agent.run_info())
         budget = profile.budget(spec.task)
         reporter = None
@@ -361,7 +369,7 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
                 "wall_time_s": walled_before + time.perf_counter() - started, "resumed": resumed})
         used = int(agent.meta_train(family, budget, monitor))
         train_time = trained_before + time.perf_counter() - train_start
-        state = agent.state_dict()  # before the final evaluation draws actions: loaded, it scores the same
+        state = on_cpu(agent.state_dict())  # before the final evaluation draws actions: loaded, it scores the same
         if used > budget:
             raise RuntimeError(f"agent used {used} env steps, over its budget of {budget}")
         record["env_steps"] = used
@@ -414,6 +422,53 @@ def step_bins(reward: Any, active: Any, points: int = STEP_POINTS) -> list[tuple
     return out
 
 
+DEVICES = ("cpu", "cuda", "auto")
+"""``metabench run --device``: where the torch agents compute (``auto``: ``cuda`` where torch sees a GPU, else
+``cpu``). The task families, the protocol and MuJoCo / Meta-World stay on the CPU."""
+
+
+def resolve_device(name: str) -> str:
+    """``--device`` as a run's device: ``auto`` resolved here; ``ValueError`` (one line) for an unknown name."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise ValueError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N, auto")
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a ``torch.device`` this process can use, else ``RuntimeError`` saying why (one line)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise RuntimeError(f"unsupported device {name!r}")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """What a record says of its device: ``cpu``, or ``cuda:0 (<GPU name>)``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+def on_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists and tuples of tensors, as a ``state_dict``) with every tensor on the CPU: a
+    saved agent loads on any machine."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
 def state_path(record: Path) -> Path:
     """Where a run's trained agent is saved: ``seed<N>.pt`` beside its record (git-ignored)."""
     return Path(record).with_suffix(".pt")
@@ -441,7 +496,7 @@ def load_agent(record: Path) -> Any:
         weights = state_path(record)
         if not weights.exists():
             raise ValueError(f"{record}: no saved agent beside it ({weights.name}); rerun it to save one")
-        agent.load_state_dict(torch.load(weights, weights_only=True))
+        agent.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     return agent
 
 
