@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .records import write_atomic, write_record
-from .runner import Checkpointing, Executor, Finished, RunSpec, _died, execute_run, state_path
+from .runner import Checkpointing, Executor, Finished, RunSpec, _died, execute_run, state_path, write_run
 
 MAX_RETRIES = 2
 """Tries of a run whose worker died, after the first."""
@@ -130,13 +129,7 @@ class RayExecutor(Executor):
 
     def _write(self, spec: RunSpec, out: dict[str, Any]) -> dict[str, Any]:
         """The driver's copy of a finished run: curves, trained agent and record, each written atomically."""
-        path = spec.path(self.results)
-        state_path(path).unlink(missing_ok=True)
-        if out["curves"] is not None:
-            write_atomic(path.with_name(f"seed{spec.seed}.curves.csv"), out["curves"])
-        if out["weights"] is not None:
-            write_atomic(state_path(path), out["weights"])
-        write_record(path, out["record"])
+        write_run(spec.path(self.results), out["record"], out["curves"], out["weights"])
         return out["record"]
 
     def in_flight(self) -> list[RunSpec]:

@@ -394,12 +394,12 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         record["traceback"] = traceback.format_exc()
         record["metrics"] = {}
     record["wall_time_s"] = round(walled_before + time.perf_counter() - started, 3)
-    write_atomic(path.with_name(f"seed{spec.seed}.curves.csv"), curves_csv(rows))
+    saved = None
     if state and record["status"] == "ok":
         buf = io.BytesIO()
         torch.save(state, buf)
-        write_atomic(weights, buf.getvalue())
-    write_record(path, record)
+        saved = buf.getvalue()
+    write_run(path, record, curves_csv(rows), saved)
     checkpointing.path(spec, results).unlink(missing_ok=True)  # finished: its record supersedes it
     return record
 
@@ -467,6 +467,19 @@ def on_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(on_cpu(v) for v in obj)
     return obj
+
+
+def write_run(path: Path, record: dict[str, Any], curves: str | bytes | None, weights: bytes | None) -> None:
+    """A finished run's files beside its record ``path``, each written atomically, the record last (what marks
+    the run done): the curves, the trained agent (or no ``.pt`` at all, so that no earlier run's weights sit
+    beside this record) and the record. :func:`execute_run` writes its own run with it, the Ray driver the runs
+    its workers return."""
+    state_path(path).unlink(missing_ok=True)
+    if curves is not None:
+        write_atomic(path.with_name(f"{path.stem}.curves.csv"), curves)
+    if weights is not None:
+        write_atomic(state_path(path), weights)
+    write_record(path, record)
 
 
 def state_path(record: Path) -> Path:
