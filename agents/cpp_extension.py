@@ -3,10 +3,13 @@
 Each fused kernel (:mod:`metabench.agents.metods_fused`, :mod:`metabench.agents.gru_fused`) is one C++ source
 compiled with ``-O3 -march=native`` by ``torch.utils.cpp_extension.load`` (ninja and g++; about a minute,
 once per machine and source) and cached in torch's extension directory under a name that includes a hash of
-the CPU's features and one of the source and flags. Without the source's hash, two checkouts of different
-versions on one machine (a sweep running from a frozen worktree beside development) share one build folder:
-each rebuilds it over the other, and a process that loads after the other's rebuild gets a module whose
-functions take other arguments. :meth:`CppExtension.available` says whether the build worked and remembers
+the CPU's features and one of the source, flags and build paths. Without the source's hash, two checkouts of
+different versions on one machine (a sweep running from a frozen worktree beside development) share one build
+folder: each rebuilds it over the other, and a process that loads after the other's rebuild gets a module
+whose functions take other arguments. Without the paths (the source file's, and the torch whose headers it
+compiles against: both are written into torch's ``build.ninja``), two checkouts or two environments of the
+same version still share one folder and rebuild it each time the other one loaded it last: a minute or two
+at the start of each run, and every Ray worker of a sweep waiting on the same build. :meth:`CppExtension.available` says whether the build worked and remembers
 why not, so that a machine without a compiler falls back to the autograd path instead of failing.
 """
 
@@ -57,8 +60,11 @@ class CppExtension:
 
     def build_name(self) -> str:
         """The extension's name in torch's cache: ``<name>_<cpu>_<source>``, so that each CPU, and each version of
-        the source and flags, has its own build."""
-        digest = hashlib.sha1(self.source.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:8]
+        the source and flags at each place and against each torch, has its own build (the module docstring)."""
+        import torch
+
+        where = f"{self.source.resolve()}|{Path(torch.__file__).resolve().parent}|{' '.join(CFLAGS)}"
+        digest = hashlib.sha1(self.source.read_bytes() + where.encode()).hexdigest()[:8]
         return f"{self.name}_{_cpu_tag()}_{digest}"
 
     def available(self) -> bool:
