@@ -88,8 +88,9 @@ class AgentInput:
     def to(self, device: torch.device | str) -> "AgentInput":
         """These inputs on ``device`` (itself where every tensor is there already): the protocol and the task
         families work on the CPU, an agent computing elsewhere (``--device cuda``) moves what it sees."""
+        device = torch.device(device)  # once: this runs at every step of every trial
         moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if all(v is None or v.device == torch.device(device) for v in moved.values()):
+        if all(v is None or v.device == device for v in moved.values()):
             return self
         return AgentInput(**{k: None if v is None else v.to(device) for k, v in moved.items()})
 

@@ -209,7 +209,7 @@ class RecurrentAgent(OnPolicyAgent):
         """How this agent computes, for the run's record: ``memory_kernel``, the path of the core's trial
         (``fused`` or ``autograd``; see :attr:`MemoryCore.kernel_path`)."""
         info = {"memory_kernel": self.core.kernel_path}
-        if self.core.kernel_path != "fused" and self.device.type != "cpu" and self.core.kernel_reason:
+        if self.device.type != "cpu" and self.core.kernel_reason:  # set only where the path is autograd
             info["memory_kernel_reason"] = self.core.kernel_reason
         return info
 
