@@ -341,7 +341,9 @@ def check(
         folder = work if work is not None else Path(tmp)
         _check_writable(folder)
         typer.echo(f"check: {len(runs)} smoke runs -> {folder}")
-        out = _sweep(runs, folder, workers, resumable=work is not None)
+        # One torch thread per run whatever the core count: float reductions differ with the thread count,
+        # and a MuJoCo rollout amplifies the difference, so the scores would depend on the machine's cores.
+        out = _sweep(runs, folder, workers, threads=1, resumable=work is not None)
         records = []
         for spec in runs:
             if spec.path(folder).exists():

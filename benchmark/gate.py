@@ -15,6 +15,10 @@ room to move, and a deterministic one (the same code on the same platform
 gives the same numbers) gets almost none. ``--update-baseline`` rewrites the
 baseline from the fresh run, on purpose.
 
+Each smoke run gets one torch thread, whatever ``--workers`` and the core count:
+a float sum's order depends on the thread count, a MuJoCo rollout amplifies
+the difference, and a baseline written on two threads failed on one.
+
 The baseline is validated when it is read (:func:`load_baseline`), before any
 run: every entry needs finite numbers (``mean``; ``seed_std`` and ``episode_se``
 at least 0) and a JSON boolean ``higher_is_better``, else the gate refuses it. A

@@ -204,3 +204,18 @@ def test_check_fails_on_a_deleted_metric_or_pair_until_the_baseline_is_updated(t
     assert "episode_return" in updated["harlow/random"] and set(updated) == set(data["scores"]) | {"harlow/random"}
     out = cli(*args)
     assert out.exit_code == 0 and "check passed" in out.output
+
+
+def test_check_runs_each_smoke_run_on_one_thread(tmp_path, monkeypatch):
+    """The gate's scores must not follow the core count: one torch thread per run, whatever --workers."""
+    import torch
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # --workers 1 would otherwise give each run 4 threads
+    before = torch.get_num_threads()
+    work = tmp_path / "work"
+    out = cli("check", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--workers", "1",
+              "--baseline", str(tmp_path / "smoke.json"), "--update-baseline", "--work", str(work))
+    torch.set_num_threads(before)
+    assert out.exit_code == 0, out.output
+    records = sorted(work.rglob("seed*.json"))
+    assert records and all(json.loads(p.read_text())["platform"]["threads"] == 1 for p in records)
