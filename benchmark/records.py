@@ -101,6 +101,19 @@ def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+TIMED_FIELDS = ("wall_time_s", "resumed")
+TIMED_METRICS = ("train_env_steps_per_s",)
+
+
+def without_timings(record: dict[str, Any]) -> dict[str, Any]:
+    """The record less what differs between two runs of the same config on the same machine: its timings and
+    where a resumed run picked up. Two such records of one config should be equal (local against Ray, a run
+    against its resumed twin)."""
+    out = {k: v for k, v in record.items() if k not in TIMED_FIELDS}
+    out["metrics"] = {k: v for k, v in record["metrics"].items() if k not in TIMED_METRICS}
+    return out
+
+
 def write_record(path: Path, record: dict[str, Any]) -> None:
     problems = validate(record)
     if problems:

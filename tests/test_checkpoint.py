@@ -15,11 +15,8 @@ import torch
 
 from metabench import runner
 from metabench.profiles import PROFILES
+from metabench.records import without_timings
 from metabench.suites import SUITES
-
-TIMINGS = ("wall_time_s",)
-TIMED_METRICS = ("train_env_steps_per_s",)
-
 
 class Killed(BaseException):
     """Stands for SIGKILL: not an ``Exception``, so the run does not turn it into a failed record."""
@@ -30,12 +27,6 @@ def _spec(agent: str, task: str):
     runs, _ = runner.plan([agent], [SUITES.get(n) for n in SUITES.names()], profile, 1, [task])
     (spec,) = runs
     return spec
-
-
-def _comparable(record: dict) -> dict:
-    out = {k: v for k, v in record.items() if k not in TIMINGS and k != "resumed"}
-    out["metrics"] = {k: v for k, v in record["metrics"].items() if k not in TIMED_METRICS}
-    return out
 
 
 def _curves(path):
@@ -85,7 +76,7 @@ def test_killed_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch, k
     assert resumed["status"] == "ok", resumed["error"]
     assert len(resumed["resumed"]) == 1 and resumed["resumed"][0] > 0  # resumed once, past its start
     assert not ckpt.exists()  # finished: the record supersedes it
-    assert _comparable(resumed) == _comparable(whole)
+    assert without_timings(resumed) == without_timings(whole)
     assert _curves(spec.path(tmp_path / "cut")) == _curves(spec.path(tmp_path / "whole"))
     a = torch.load(spec.path(tmp_path / "whole").with_suffix(".pt"), weights_only=True)
     b = torch.load(spec.path(tmp_path / "cut").with_suffix(".pt"), weights_only=True)
@@ -168,6 +159,6 @@ def test_metabench_run_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
     assert second.returncode == 0, second.stderr
     assert f"started  {spec.label}  (from its checkpoint)" in second.stdout
     a, b = (json.loads(spec.path(d).read_text()) for d in (tmp_path / "whole", cut))
-    assert b["resumed"] and _comparable(a) == _comparable(b)
+    assert b["resumed"] and without_timings(a) == without_timings(b)
     assert _curves(spec.path(cut)) == _curves(spec.path(tmp_path / "whole"))
     assert not ckpt.exists()

@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from metabench import ray_executor, runner  # noqa: E402
 from metabench.profiles import PROFILES  # noqa: E402
-from metabench.records import check_record, load_record  # noqa: E402
+from metabench.records import check_record, load_record, without_timings  # noqa: E402
 from metabench.suites import SUITES  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray instance takes ~10-20 s to start
@@ -39,12 +39,6 @@ def _runs(agents: list[str], seeds: int):
     return runs
 
 
-def _comparable(record: dict) -> dict:
-    out = {k: v for k, v in record.items() if k != "wall_time_s"}
-    out["metrics"] = {k: v for k, v in record["metrics"].items() if k != "train_env_steps_per_s"}
-    return out
-
-
 def _records(folder, runs):
     return {spec.label: json.loads(spec.path(folder).read_text()) for spec in runs}
 
@@ -55,7 +49,7 @@ def test_ray_and_local_write_the_same_records(tmp_path, local_ray):
     on_ray = runner.run_sweep(runs, tmp_path / "ray", threads=1, executor_name="ray")
     assert len(local.done) == len(on_ray.done) == len(runs) and not on_ray.crashed
     a, b = _records(tmp_path / "local", runs), _records(tmp_path / "ray", runs)
-    assert {k: _comparable(v) for k, v in a.items()} == {k: _comparable(v) for k, v in b.items()}
+    assert {k: without_timings(v) for k, v in a.items()} == {k: without_timings(v) for k, v in b.items()}
     for spec in runs:
         curves = [spec.path(d).with_name(f"seed{spec.seed}.curves.csv").read_text()
                   for d in (tmp_path / "local", tmp_path / "ray")]
