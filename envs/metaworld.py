@@ -37,10 +37,11 @@ task class, each environment borrowing one of its task's class.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -102,7 +103,55 @@ class MetaWorldTasks(TaskBatch):
     """``[n]`` int64: index into that split's list of metaworld tasks."""
 
 
+class _CheckedRotation:
+    """Stands in for scipy's ``Rotation`` in a metaworld task module: ``from_matrix`` with ``assume_valid=True``.
+
+    Every v3 task computes its object's quaternion from MuJoCo's rotation matrix with
+    ``Rotation.from_matrix(xmat).as_quat()`` at every step, and scipy's check that the matrix is a rotation
+    (a determinant and an ``isclose`` per call) costs ~6x the conversion itself: ~10 % of a reach-v3 step.
+    MuJoCo's ``xmat`` is built from a unit quaternion, so it is a rotation to rounding, scipy's check passes
+    and changes nothing: the quaternion is the same to the bit (``tests/test_metaworld.py`` compares both
+    on states of every ML10 class).
+    """
+
+    @staticmethod
+    def from_matrix(matrix: Any) -> Any:
+        from scipy.spatial.transform import Rotation
+
+        return Rotation.from_matrix(matrix, assume_valid=True)
+
+
+def _skip_rotation_check(cls: type) -> None:
+    """Installs :class:`_CheckedRotation` in the module that defines ``cls`` (metaworld's own task modules only)."""
+    import sys
+
+    from scipy.spatial.transform import Rotation
+
+    module = sys.modules[cls.__module__]
+    if module.__name__.startswith("metaworld.") and getattr(module, "Rotation", None) is Rotation:
+        module.Rotation = _CheckedRotation
+
+
+@contextlib.contextmanager
+def scipy_rotation_check() -> Iterator[None]:
+    """Within it, the task modules use scipy's checked ``Rotation`` again (the before of a measurement, and the
+    reference of the test that both give the same quaternion)."""
+    import sys
+
+    from scipy.spatial.transform import Rotation
+
+    modules = [m for m in list(sys.modules.values()) if getattr(m, "Rotation", None) is _CheckedRotation]
+    for m in modules:
+        m.Rotation = Rotation
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.Rotation = _CheckedRotation
+
+
 def _make_simulator(cls: type) -> Any:
+    _skip_rotation_check(cls)
     env = cls()
     assert env.observation_space.shape == (OBS_DIM,) and env.action_space.shape == (ACTION_DIM,), \
         f"{cls.__name__}: metaworld changed its spaces ({env.observation_space.shape}, {env.action_space.shape})"

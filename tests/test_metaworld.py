@@ -49,6 +49,41 @@ def test_the_global_numpy_rng_is_left_alone():
 
 
 @pytest.mark.slow  # ML10 builds 750 goals (~10 s)
+def test_the_quaternion_without_scipys_check_is_the_same_to_the_bit():
+    """The simulators skip scipy's rotation check (``_CheckedRotation``): on states of every ML10 class and of
+    reach and push, the object quaternion is bitwise what scipy's checked ``from_matrix`` gives."""
+    import sys
+
+    from scipy.spatial.transform import Rotation
+
+    from metabench.envs.metaworld import _CheckedRotation, _make_simulator, scipy_rotation_check
+
+    ml10 = metaworld_benchmark("ML10", "", 0)
+    classes = {**ml10.train_classes, **ml10.test_classes}
+    ml1 = {n: metaworld_benchmark("ML1", n, 0) for n in ("reach-v3", "push-v3")}
+    classes.update({n: b.train_classes[n] for n, b in ml1.items()})
+    tasks = {t.env_name: t for t in [*ml10.train_tasks, *ml10.test_tasks, *ml1["reach-v3"].train_tasks,
+                                      *ml1["push-v3"].train_tasks]}
+    rng = np.random.default_rng(0)
+    patched = 0
+    for name, cls in sorted(classes.items()):
+        env = _make_simulator(cls)
+        module = sys.modules[cls.__module__]
+        if getattr(module, "Rotation", None) is not _CheckedRotation:
+            continue  # this class takes its quaternion from MuJoCo directly
+        patched += 1
+        env.set_task(tasks[name])
+        env.reset()
+        for _ in range(60):
+            env.step(rng.uniform(-1, 1, 4))
+            fast = env._get_quat_objects()
+            with scipy_rotation_check():
+                assert module.Rotation is Rotation
+                checked = env._get_quat_objects()
+            assert np.array_equal(fast, checked), name
+    assert patched >= 8, patched  # most v3 classes take their quaternion from a matrix
+
+
 def test_ml10_test_classes_are_held_out():
     fam = make_family("mw_ml10")
     train, test = fam.class_names("train"), fam.class_names("test")
