@@ -74,7 +74,7 @@ METAWORLD_CASES = tuple(c for c in CASES if "-mw_" in c)
 def metaworld_simulation(task: str, batch: int = 8, seconds: float = 10.0, scipy_check: bool = False) -> float:
     """Env-steps/s of a Meta-World family's batched environment alone, random actions, one thread (the
     simulation a run cannot go faster than). ``scipy_check``: with scipy's rotation check in the task modules,
-    as metaworld ships them (the before of ``envs.metaworld._CheckedRotation``)."""
+    as metaworld ships them (the before of ``envs.metaworld._UncheckedRotation``)."""
     from metabench.envs import make_family
     from metabench.envs.base import task_generator
     from metabench.envs.metaworld import scipy_rotation_check

@@ -48,15 +48,15 @@ def test_the_global_numpy_rng_is_left_alone():
     assert np.array_equal(np.random.get_state()[1], before)
 
 
-@pytest.mark.slow  # ML10 builds 750 goals (~10 s)
+@pytest.mark.slow  # builds ML10 and steps 13 simulators
 def test_the_quaternion_without_scipys_check_is_the_same_to_the_bit():
-    """The simulators skip scipy's rotation check (``_CheckedRotation``): on states of every ML10 class and of
+    """The simulators skip scipy's rotation check (``_UncheckedRotation``): on states of every ML10 class and of
     reach and push, the object quaternion is bitwise what scipy's checked ``from_matrix`` gives."""
     import sys
 
     from scipy.spatial.transform import Rotation
 
-    from metabench.envs.metaworld import _CheckedRotation, _make_simulator, scipy_rotation_check
+    from metabench.envs.metaworld import _UncheckedRotation, _make_simulator, scipy_rotation_check
 
     ml10 = metaworld_benchmark("ML10", "", 0)
     classes = {**ml10.train_classes, **ml10.test_classes}
@@ -69,7 +69,7 @@ def test_the_quaternion_without_scipys_check_is_the_same_to_the_bit():
     for name, cls in sorted(classes.items()):
         env = _make_simulator(cls)
         module = sys.modules[cls.__module__]
-        if getattr(module, "Rotation", None) is not _CheckedRotation:
+        if getattr(module, "Rotation", None) is not _UncheckedRotation:
             continue  # this class takes its quaternion from MuJoCo directly
         patched += 1
         env.set_task(tasks[name])
@@ -84,6 +84,7 @@ def test_the_quaternion_without_scipys_check_is_the_same_to_the_bit():
     assert patched >= 8, patched  # most v3 classes take their quaternion from a matrix
 
 
+@pytest.mark.slow  # ML10 builds 750 goals (~10 s)
 def test_ml10_test_classes_are_held_out():
     fam = make_family("mw_ml10")
     train, test = fam.class_names("train"), fam.class_names("test")
