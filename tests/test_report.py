@@ -46,8 +46,8 @@ def test_retention_table_anchors_negative_returns_on_random():
     assert _cells(per_joint, "rl2")[1:3] == ["-10.00", "-5.00"]
 
 
-def test_readme_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
-    from metabench.report import Aggregates, readme_summary
+def test_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
+    from metabench.report import Aggregates, summary_markdown
     from metabench.stats import Interval
 
     def group(agent: str, value: float) -> Group:
@@ -57,10 +57,36 @@ def test_readme_summary_puts_an_iqm_only_under_the_task_it_was_computed_on():
     groups = {("quick", "harlow"): group("rl2", 4.5), ("quick", "ant_dir"): group("rl2", -7.0)}
     agg = Aggregates(tasks=["harlow"], bounds={}, scores={}, intervals={"IQM": {"rl2": Interval(0.9, 0.8, 1.0)}},
                      improvement={}, curves={})
-    text = readme_summary({"efficiency": groups}, {("efficiency", "quick", "harlow"): agg})
+    text = summary_markdown({"efficiency": groups}, {("efficiency", "quick", "harlow"): agg})
     harlow, ant = text.split("**efficiency / `ant_dir`")[0], text.split("**efficiency / `ant_dir`")[1]
     assert "0.90 [0.80, 1.00]" in harlow and "normalised IQM" in harlow
     assert "0.90" not in ant and "normalised IQM" not in ant
+    assert "(efficiency.md)" in harlow  # links relative to reports/, where the summary is written
+
+
+def test_the_readme_overview_is_one_row_per_task_with_the_headline_agents_and_the_papers_metods():
+    from metabench.report import readme_overview
+    from metabench.report.markdown import HEADLINE_AGENTS
+
+    def group(runs: dict[str, tuple[float, ...]]) -> Group:
+        return Group(ok={a: [(Path(f"{a}{i}.json"), {"agent": a, "seed": i, "metrics": {"episode_return": v}})
+                             for i, v in enumerate(vals)] for a, vals in runs.items()}, failed=[])
+
+    groups = {("quick", "harlow"): group({"random": (0.4, 0.4), "metods": (5.0, 4.0), "blind": (1.0,)}),
+              ("quick", "ant_dir"): group({"rl2": (100.0,)})}
+    text = readme_overview({"efficiency": groups})
+    rows = [line for line in text.splitlines() if line.startswith("| efficiency")]
+    assert len(rows) == 2 and "harlow" in rows[0] and "ant_dir" in rows[1]
+    harlow = [c.strip() for c in rows[0].strip("|").split("|")]
+    head = [c.strip() for c in text.splitlines()[text.splitlines().index(next(
+        line for line in text.splitlines() if line.startswith("| suite")))].strip("|").split("|")]
+    col = {name: harlow[head.index(f"`{name}`")] for name in HEADLINE_AGENTS}
+    assert col["metods"].startswith("4.50 [") and col["random"].startswith("0.40")
+    assert col["rl2"] == "—" and "blind" not in text  # only the headline agents; summary.md has the rest
+    assert harlow[-1] != "—"  # the paper has MetODS on Harlow
+    from metabench.profiles import PROFILES
+    quick, paper = PROFILES.get("quick").budget("harlow"), PROFILES.get("paper").budget("harlow")
+    assert harlow[3] == f"{quick / 1e6:.3g} M ({100 * quick / paper:.3g} %)"  # the budget, its share of the paper's
 
 
 def test_a_task_without_a_ceiling_is_normalised_by_the_best_agent(monkeypatch):

@@ -10,7 +10,7 @@ paper's value beside ours where the paper has one.
 Modules: :mod:`.common` (record groups, orderings, the markdown-table writer, suite lookup),
 :mod:`.tables` (per-task and impairment tables), :mod:`.aggregates` (normalisation levels and rliable
 statistics), :mod:`.curves` (curves read from the curves CSVs), :mod:`.figures` and :mod:`.markdown`
-(the suite reports and the README's results section). Tables are computed from the records as
+(the suite reports, ``summary.md`` and the README's results section). Tables are computed from the records as
 :func:`metabench.results.to_frame` rows.
 """
 
@@ -28,7 +28,8 @@ from .aggregates import DEFAULT_TARGET, Aggregates, Levels, aggregates, aggregat
 from .common import FIGURES, Cell, Group, is_current, md_table, pooled, suite_of, task_key
 from .curves import learning_curve
 from .figures import aggregates_figure, samples_figure, suite_figure
-from .markdown import README_END, README_START, readme_summary, replace_readme_section, suite_markdown
+from .markdown import (README_END, README_START, SUMMARY, readme_overview, replace_readme_section, suite_markdown,
+                       summary_markdown)
 from .tables import Retention, retention, retention_table, task_table
 
 _learning_curve = learning_curve  # the name tests have used
@@ -97,7 +98,9 @@ def build_reports(results: Path, analyses: Path | None = None) -> Built:
                 task_aggs[(suite_name, p, task)] = agg  # the suite's aggregate is this task's alone
             elif group.ok and (agg := aggregates(suite_name, p, {(p, task): group})) is not None and agg.scores:
                 task_aggs[(suite_name, p, task)] = agg
-    return Built(files, warnings, readme_summary(by_suite, task_aggs) if by_suite else "")
+    if by_suite:
+        files[SUMMARY] = summary_markdown(by_suite, task_aggs).encode()
+    return Built(files, warnings, readme_overview(by_suite) if by_suite else "")
 
 
 ANALYSIS = "analysis"
@@ -120,6 +123,6 @@ def write_reports(results: Path, reports: Path, readme: Path | None = None) -> B
 
 __all__ = ["Aggregates", "Built", "Cell", "DEFAULT_TARGET", "FIGURES", "Group", "Levels", "README_END",
            "README_START", "Retention", "aggregates", "aggregates_figure", "aggregates_markdown", "build_reports",
-           "group_records", "is_current", "md_table", "pooled", "readme_summary", "replace_readme_section",
-           "retention", "retention_table", "samples_figure", "suite_figure", "suite_markdown", "task_levels",
-           "task_table", "write_reports"]
+           "group_records", "is_current", "md_table", "pooled", "readme_overview", "replace_readme_section",
+           "retention", "retention_table", "samples_figure", "suite_figure", "suite_markdown", "summary_markdown",
+           "task_levels", "task_table", "write_reports"]
