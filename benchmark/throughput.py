@@ -6,6 +6,7 @@
     python -m metabench.throughput --step          # the MetODS core alone: eager, compiled and fused kernels
     python -m metabench.throughput --metaworld     # Meta-World: simulation alone, and training on reach
     python -m metabench.throughput --compare       # training defaults, memory cores before (autograd) and after
+    python -m metabench.throughput --device cpu,cuda --only metods-maze-ppo   # one case per device, side by side
 
 Cases: MetODS and RL² on Harlow (their Harlow configs) and on the maze
 (observation 9 + action 4 + reward 1, N = 64, S = 4, B = 256, 100-step
@@ -370,7 +371,7 @@ def step_table() -> None:
 
 
 def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel: str | None = None,
-            threads: int | None = None, window_s: float = 0.0, sync: bool = False) -> dict:
+            threads: int | None = None, window_s: float = 0.0, sync: bool = False, device: str = "cpu") -> dict:
     """One case's training throughput: ``warmup`` updates untimed, then at least ``updates`` timed updates and
     until ``window_s`` seconds have passed.
 
@@ -378,13 +379,18 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
     measured side by side (:func:`_run_parallel`) time the same stretch of wall-clock time; with the window
     longer than any one update, each process's timed updates overlap the others' for (nearly) all of it.
     Without that, short timed stretches of processes that start at once fall partly in the others' start-up
-    (imports, extension loading, warm-up), and their sum overstates what runs side by side achieve."""
+    (imports, extension loading, warm-up), and their sum overstates what runs side by side achieve.
+
+    ``device``: where the agent computes, as ``metabench run --device`` puts it (the task family stays on the
+    CPU); on a GPU each update ends with a synchronisation, so that its time is spent inside it."""
     from metabench.agents import AGENTS
     from metabench.envs import make_family
     from metabench.envs.base import task_generator
     from metabench.profiles import PROFILES
+    from metabench.runner import check_device, device_name
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
+    where = check_device(device)
     agent_name, family_name, overrides = CASES[case]
     family = make_family(family_name)
     entry = AGENTS.get(agent_name)
@@ -394,10 +400,16 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
     if kernel is not None and hasattr(cfg, "kernel"):
         overrides = {**overrides, "kernel": kernel}
     cfg = dataclasses.replace(cfg, **overrides)
-    agent = entry.build(family, cfg, seed=0)
+    agent = entry.build(family, cfg, seed=0).to(where)
     gen = task_generator(0, "train")
+
+    def finish() -> None:  # GPU work is asynchronous: an update is timed once its kernels are done
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
+
     for _ in range(warmup):
         agent.update(agent.collect(family, gen))
+    finish()
     if sync:
         print("ready", flush=True)
         sys.stdin.readline()
@@ -409,6 +421,7 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
         ro = agent.collect(family, gen)
         t1 = time.perf_counter()
         agent.update(ro)
+        finish()
         t2 = time.perf_counter()
         steps += int(ro.active.sum())
         timed += 1
@@ -419,7 +432,7 @@ def measure(case: str, compiled: bool | None, updates: int, warmup: int, kernel:
         "case": case, "compiled": bool(getattr(cfg, "compile", False)), "env_steps_per_s": steps / total,
         "collect_share": t_collect / total, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "batch_tasks": cfg.batch_tasks, "ppo_epochs": cfg.ppo_epochs, "updates": timed,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "device": device_name(agent.device),
         "memory_kernel": agent.run_info().get("memory_kernel", "-"),
     }
 
@@ -437,8 +450,9 @@ def _config_fields(case: str) -> set[str]:
 
 
 def _case_command(case: str, quick: bool, kernel: str | None, threads: int, compiled: bool | None,
-                  sync: bool = False) -> list[str]:
+                  sync: bool = False, device: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "metabench.throughput", "--case", case, "--threads", str(threads)]
+    cmd += ["--device", device] if device else []
     cmd += ["--sync"] if sync else []
     cmd += {True: ["--compiled"], False: ["--eager"], None: []}[compiled]
     cmd += ["--quick"] if quick else []
@@ -491,6 +505,23 @@ def compare_table(quick: bool, cases: tuple[str, ...] = COMPARE_CASES, kernels: 
                   f"{sum(r['env_steps_per_s'] for r in many):,.0f} | {rss:.2f} |", flush=True)
 
 
+DEVICE_CASES = ("metods-maze-ppo", "rl2-maze-ppo", "metods-harlow-ppo")
+"""The cases of ``--device`` without ``--only``: the torch task families, whose agents a GPU can take."""
+
+
+def device_table(quick: bool, cases: tuple[str, ...], devices: tuple[str, ...]) -> None:
+    """Each case's training default on each device, one fresh process on all cores each, in one run of the
+    script (issue 31's CPU-against-GPU comparison: ``--device cpu,cuda``)."""
+    cores = os.cpu_count() or 1
+    print(f"| case | device | memory kernel | env-steps/s | collect share | peak RSS (GB) |\n|---|---|---|---|---|---|")
+    for case in cases:
+        for device in devices:
+            r = _run_parallel([_case_command(case, quick, None, cores, None, device=device)])
+            cells = r if isinstance(r, str) else (f"{r[0]['memory_kernel']} | {r[0]['env_steps_per_s']:,.0f} | "
+                                                  f"{r[0]['collect_share']:.0%} | {r[0]['peak_rss_gb']:.2f}")
+            print(f"| {case} | {device} | {cells} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer timed updates per case")
@@ -503,8 +534,10 @@ def main() -> None:
                         help="before and after: the training defaults with the memory core's former path "
                              "(autograd) and today's default (fused), 1 process x all threads and 1 thread per "
                              "core in parallel")
-    parser.add_argument("--only", help="--compare: these cases only, comma-separated (default: all of "
-                                       f"{', '.join(COMPARE_CASES)})")
+    parser.add_argument("--only", help="--compare, --device: these cases only, comma-separated (default: "
+                                       f"--compare: {', '.join(COMPARE_CASES)}; --device: {', '.join(DEVICE_CASES)})")
+    parser.add_argument("--device", help="--case: where the agent computes (cpu, cuda, cuda:N); otherwise a "
+                                         "comma-separated list: the cases on each device, side by side")
     parser.add_argument("--after-only", action="store_true",
                         help="--compare: only today's default kernel (auto), not the autograd rows")
     parser.add_argument("--simulation", action="store_true", help="only the MuJoCo simulation-speed table")
@@ -555,16 +588,19 @@ def main() -> None:
             print(f"| {robot} | {cells} | {r['ours_B16'] / r['raw_mj_step']:.0%} | {physics} |", flush=True)
         return
     updates, warmup, window_s = (3, 2, 10.0) if args.quick else (8, 3, 30.0)
-    if args.compare:
-        cases = tuple(args.only.split(",")) if args.only else COMPARE_CASES
+    if args.case:
+        print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads, window_s,
+                                 args.sync, args.device or "cpu")))
+        return
+    if args.compare or args.device:
+        cases = tuple(args.only.split(",")) if args.only else COMPARE_CASES if args.compare else DEVICE_CASES
         unknown = [c for c in cases if c not in CASES]
         if unknown:
             parser.error(f"unknown case {unknown[0]!r}; cases: {', '.join(CASES)}")
-        compare_table(args.quick, cases, ("auto",) if args.after_only else ("autograd", "auto"))
-        return
-    if args.case:
-        print(json.dumps(measure(args.case, args.compiled, updates, warmup, args.kernel, args.threads, window_s,
-                                 args.sync)))
+        if args.compare:
+            compare_table(args.quick, cases, ("auto",) if args.after_only else ("autograd", "auto"))
+        else:
+            device_table(args.quick, cases, tuple(args.device.split(",")))
         return
     env = maze_environment()
     print(f"Maze environment alone ({os.cpu_count()} threads): generation {env['mazes_per_s']:,.0f} mazes/s "
