@@ -18,8 +18,10 @@ run: setup
 	$(BIN)/metabench run --agents all --suite all --profile quick
 	$(BIN)/metabench report
 
+# Each test computes on one thread (tests/conftest.py), so the tests are spread over the cores: one
+# worker per core, at most 4 (each holds torch, MuJoCo and Meta-World: ~1-2 GB).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 check: setup
 	$(BIN)/metabench check

@@ -92,8 +92,8 @@ def test_smoke_run_report_check(tmp_path):
 
 def test_corrupt_record_named_and_skipped(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
-    assert cli("run", "--agents", "random", "--profile", "smoke", "--seeds", "1", "--workers", "1",
-               "--results", str(results)).exit_code == 0
+    assert cli("run", "--agents", "random", "--suite", "efficiency", "--tasks", "harlow", "--profile", "smoke",
+               "--seeds", "1", "--workers", "1", "--results", str(results)).exit_code == 0
     bad = results / "smoke/efficiency/harlow/random/seed7.json"
     bad.write_text("{not json")
     out = cli("report", "--results", str(results), "--reports", str(reports))
@@ -112,9 +112,10 @@ def _pool_workers() -> set[int]:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     """A sweep killed with SIGKILL leaves only valid records and no orphan workers; the rerun does not redo them."""
+    SEEDS = 12  # killed once 3 are written; the rerun finishes the rest (a run is a fresh process with 2 workers)
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "metabench.cli", "run", "--agents", "random", "--suite", "efficiency", "--profile", "smoke",
-           "--tasks", "harlow", "--seeds", "40", "--workers", workers, "--results", str(results)]
+           "--tasks", "harlow", "--seeds", str(SEEDS), "--workers", workers, "--results", str(results)]
     workers_before = _pool_workers()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = results / "smoke/efficiency/harlow/random"
@@ -130,12 +131,12 @@ def test_kill_9_mid_sweep_then_resume(tmp_path, workers):
     found = scan(results)
     assert found.invalid == []
     finished = {p: p.stat().st_mtime_ns for p, _ in found.records}
-    assert 3 <= len(finished) < 40, "the sweep should have been killed mid-way"
+    assert 3 <= len(finished) < SEEDS, "the sweep should have been killed mid-way"
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"{len(finished)} already done" in proc.stdout
     assert all(p.stat().st_mtime_ns == m for p, m in finished.items())
-    assert len(scan(results).records) == 40
+    assert len(scan(results).records) == SEEDS
 
 
 def _run_children(parent: int) -> list[int]:
