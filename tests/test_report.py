@@ -81,8 +81,10 @@ def test_the_readme_overview_is_one_row_per_task_with_the_headline_agents_and_th
     head = [c.strip() for c in text.splitlines()[text.splitlines().index(next(
         line for line in text.splitlines() if line.startswith("| suite")))].strip("|").split("|")]
     col = {name: harlow[head.index(f"`{name}`")] for name in HEADLINE_AGENTS}
-    assert col["metods"].startswith("4.50 [") and col["random"].startswith("0.40")
+    assert col["metods"].startswith("4.50 [") and col["metods"].endswith("] (2)") and col["random"].startswith("0.40")
     assert col["rl2"] == "—" and "blind" not in text  # only the headline agents; summary.md has the rest
+    ant = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert ant[head.index("`rl2`")] == "100.00 (1)"  # one seed: no interval
     assert harlow[-1] != "—"  # the paper has MetODS on Harlow
     from metabench.profiles import PROFILES
     quick, paper = PROFILES.get("quick").budget("harlow"), PROFILES.get("paper").budget("harlow")
