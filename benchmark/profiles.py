@@ -45,12 +45,18 @@ class Profile:
             raise KeyError(f"profile {self.name!r} has no budget for task {task!r}")
         return int(budgets[task])
 
+    def paper_steps(self, task: str) -> int | None:
+        """The ``paper`` profile's budget for ``task``, to read this one's against; None for the paper profile
+        itself or where it has none."""
+        if self.name == "paper" or "paper" not in PROFILES:
+            return None
+        return PROFILES.get("paper").train_env_steps.get(task)
+
     def budget_text(self, task: str) -> str:
         """``task``'s budget in words, with the share of the ``paper`` profile's budget it is (reports, ``list``):
         "1,000,000 meta-training env steps per run (2 % of the paper's 50,000,000)"."""
-        steps = self.budget(task)
-        paper = PROFILES.get("paper").train_env_steps.get(task) if "paper" in PROFILES else None
-        share = f" ({100 * steps / paper:.3g} % of the paper's {paper:,})" if paper and self.name != "paper" else ""
+        steps, paper = self.budget(task), self.paper_steps(task)
+        share = f" ({100 * steps / paper:.3g} % of the paper's {paper:,})" if paper else ""
         return f"{steps:,} meta-training env steps per run{share}"
 
     def _eval_tasks(self, task: str) -> tuple[int, int]:

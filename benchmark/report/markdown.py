@@ -93,9 +93,7 @@ def _budget_share(prof, task: str) -> str:
     """``task``'s meta-training budget in env steps, with its share of the paper's: "2 M (4 %)"."""
     if not prof or task not in prof.train_env_steps:
         return "—"
-    steps = prof.budget(task)
-    paper_prof = profile_of("paper")
-    paper_steps = paper_prof.train_env_steps.get(task) if paper_prof and prof.name != "paper" else None
+    steps, paper_steps = prof.budget(task), prof.paper_steps(task)
     share = f" ({100 * steps / paper_steps:.3g} %)" if paper_steps else ""
     return f"{steps / 1e6:.3g} M{share}"
 
