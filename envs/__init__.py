@@ -86,8 +86,10 @@ register_task("impairment_cheetah", impairment_cheetah, "generality",
               {"smoke": 3_200, "quick": 3_000_000, "paper": 50_000_000}, {**_MUJOCO_EVAL, "quick": (128, 64)},
               _MUJOCO_SEEDS)
 
-# Meta-World: trials of 10 x 500 steps. Simulation alone runs ~3.1k steps/s (reach) and ~1.6k (push) on one core
-# (random actions), training ~2k and ~1.2k env-steps/s: the quick budgets are what fits ~30-45 minutes of a run
+# Meta-World: trials of 10 x 500 steps. Simulation alone ran ~3.1k steps/s (reach) and ~1.6k (push) on one idle
+# core as metaworld ships (random actions), training ~2k and ~1.2k env-steps/s; the fast paths of
+# envs/metaworld.py since made the simulation ~1.4x (reach, ML10) and ~2.3x (push) faster, and the budgets stayed
+# (`python -m metabench.throughput --metaworld`). The quick budgets are what fitted ~30-45 minutes of a run
 # with its evaluations, 30 % (reach), 15 % (push) and 20 % (ML10) of the paper's 1e7 (Fig. 6). Held-out: 30
 # trials (300 episodes) per split at the end, 3 per split at each curve point. Smoke shortens the trial to
 # 2 episodes of 50 steps, so that CI runs it in seconds.
