@@ -60,6 +60,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -120,7 +121,7 @@ class PEARLConfig(AgentConfig):
     trial."""
     context_trials: int = 1
     """Trials of a pool task its context buffer keeps (the latest; older ones are dropped when it is collected
-    again)."""
+    again, and of a task drawn twice in one round the later trial stays)."""
     posterior_every: int = 1
     """Steps between posterior updates (and draws of z) inside an episode; 0: at episode starts only."""
 
@@ -179,18 +180,45 @@ class PEARLMemory:
     """int64 ``[B]``: steps of the current episode so far."""
 
 
+def _zeros(*shape: int, dtype: Any = np.float32) -> torch.Tensor:
+    """A zero tensor whose pages the OS maps on first write (numpy's calloc; ``torch.zeros`` writes every
+    byte): a replay sized for a run's end costs memory as it fills."""
+    return torch.from_numpy(np.zeros(shape, dtype=dtype))
+
+
 class RingBuffers:
     """One ring buffer of transitions per pool task: tensors ``[K, capacity, ...]``."""
 
+    FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
+
     def __init__(self, tasks: int, capacity: int, obs_dim: int, action_shape: tuple[int, ...], discrete: bool):
         self.capacity = capacity
-        self.obs = torch.zeros(tasks, capacity, obs_dim)
-        self.next_obs = torch.zeros(tasks, capacity, obs_dim)
-        self.action = torch.zeros(tasks, capacity, *action_shape, dtype=torch.int64 if discrete else torch.float32)
-        self.reward = torch.zeros(tasks, capacity)
-        self.terminal = torch.zeros(tasks, capacity)
+        self.obs = _zeros(tasks, capacity, obs_dim)
+        self.next_obs = _zeros(tasks, capacity, obs_dim)
+        self.action = _zeros(tasks, capacity, *action_shape, dtype=np.int64 if discrete else np.float32)
+        self.reward = _zeros(tasks, capacity)
+        self.terminal = _zeros(tasks, capacity)
         self.size = torch.zeros(tasks, dtype=torch.int64)
         self.ptr = torch.zeros(tasks, dtype=torch.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a checkpoint keeps: each task's filled rows only (a task not yet full holds them at
+        ``[0, size)``, a full one everywhere), so a pool of 500 Meta-World goals with room for 20,000
+        transitions each saves what it collected, not 3 GB of zeros."""
+        size = self.size.tolist()
+        filled = {name: torch.cat([getattr(self, name)[k, :n] for k, n in enumerate(size)])
+                  for name in self.FIELDS}
+        return {"capacity": self.capacity, "size": self.size, "ptr": self.ptr, "filled": filled}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.capacity, self.size, self.ptr = state["capacity"], state["size"], state["ptr"]
+        size = self.size.tolist()
+        for name in self.FIELDS:
+            rows = state["filled"][name]
+            x = _zeros(len(size), self.capacity, *rows.shape[1:], dtype=rows.numpy().dtype)
+            for k, task_rows in enumerate(rows.split(size)):
+                x[k, :len(task_rows)] = task_rows
+            setattr(self, name, x)
 
     def clear(self, task: int) -> None:
         self.size[task] = 0
@@ -376,8 +404,7 @@ class PEARLAgent(Agent):
             if pool is not None:  # a slot per pool task: its replay buffer, and a context buffer of its latest trials
                 k = len(pool)
                 rl = RingBuffers(k, c.buffer_per_task, family.obs_dim, shape, self.discrete)
-                ctx = RingBuffers(k, c.context_trials * per_trial * c.collect_trials, family.obs_dim, shape,
-                                  self.discrete)
+                ctx = RingBuffers(k, c.context_trials * per_trial, family.obs_dim, shape, self.discrete)
             else:  # a stream: a slot per trial, the latest ``train_tasks`` of them, each trial a fresh task
                 k = c.train_tasks
                 rl = ctx = RingBuffers(k, per_trial, family.obs_dim, shape, self.discrete)

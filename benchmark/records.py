@@ -24,10 +24,10 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEMA = 1
 
@@ -78,8 +78,10 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (atomic on POSIX).
+def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (atomic on POSIX). ``data`` may be a
+    function that writes into the open file (a checkpoint streamed by ``torch.save``, never held in memory
+    as bytes as well).
 
     The file gets the mode any new file gets (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
@@ -88,7 +90,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

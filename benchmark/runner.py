@@ -294,9 +294,8 @@ class _Checkpointer:
         due = (self.updates % p.every_updates == 0) if p.every_updates else time.perf_counter() - self.last >= p.every_s
         if not due:
             return
-        buf = io.BytesIO()
-        torch.save(self.save(), buf)
-        write_atomic(self.path, buf.getvalue())
+        state = self.save()
+        write_atomic(self.path, lambda f: torch.save(state, f))  # streamed: a PEARL replay runs to gigabytes
         self.last = time.perf_counter()
 
 

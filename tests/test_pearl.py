@@ -214,3 +214,26 @@ def test_a_stream_gets_a_slot_per_trial():
     agent.meta_train(family, 1_500, RecordingMonitor())
     assert agent.replay is agent.context and agent.replay.capacity == family.max_episode_steps
     assert agent.replay.size.tolist() == [100] * 5
+
+
+def test_ring_buffers_checkpoint_only_what_they_hold():
+    """A checkpoint keeps each task's filled rows (a pool of Meta-World goals sized for a run's end would
+    otherwise save gigabytes of zeros) and restores the buffers exactly, wrapped tasks included."""
+    import io
+
+    buf = RingBuffers(tasks=300, capacity=2_000, obs_dim=39, action_shape=(4,), discrete=False)
+    g = torch.Generator().manual_seed(0)
+    for task, n in ((0, 5), (7, 2_500), (299, 1_999)):  # task 7 wraps around
+        buf.add(task, torch.randn(n, 39, generator=g), torch.randn(n, 4, generator=g), torch.randn(n, generator=g),
+                torch.randn(n, 39, generator=g), torch.zeros(n))
+    saved = io.BytesIO()
+    torch.save(buf, saved)
+    held = (5 + 2_000 + 1_999) * (39 + 4 + 1 + 39 + 1) * 4
+    assert held < saved.tell() < 1.1 * held + 100_000  # the full buffers are 300 x 2,000 x 84 x 4 B = 200 MB
+    saved.seek(0)
+    back = torch.load(saved, weights_only=False)
+    for name in RingBuffers.FIELDS + ("size", "ptr"):
+        assert torch.equal(getattr(back, name), getattr(buf, name)), name
+    assert back.capacity == buf.capacity
+    back.add(7, torch.ones(1, 39), torch.ones(1, 4), torch.ones(1), torch.ones(1, 39), torch.zeros(1))
+    assert int(back.ptr[7]) == int(buf.ptr[7]) + 1 and bool((back.obs[7, int(buf.ptr[7])] == 1).all())
