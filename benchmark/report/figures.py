@@ -28,6 +28,17 @@ def _pyplot():
     return plt
 
 
+def _color(i: int) -> object:
+    """The ``i``-th agent's colour in a figure: matplotlib's ten default colours, then ten of tab20b's (one per
+    hue and shade), so that an eleventh agent does not repeat the first one's."""
+    if i < 10:
+        return f"C{i}"
+    import matplotlib
+
+    j = (i - 10) % 10
+    return matplotlib.colormaps["tab20b"](4 * (j % 5) + j // 5 * 2)
+
+
 def _png(fig, tight: bool = False) -> bytes:
     """The figure as PNG bytes (no software tag: the same figure, the same bytes); ``tight``: cropped to what
     is drawn, legends under the axes included."""
@@ -126,7 +137,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
                 vals = [r["metrics"][metric] for _, r in group.ok[agent] if metric in r["metrics"]]
                 mean = sum(vals) / len(vals)
                 sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-                ax.bar(i, mean, yerr=sd, capsize=4, color=f"C{i}")
+                ax.bar(i, mean, yerr=sd, capsize=4, color=_color(i))
                 ours += [mean - sd, mean + sd]
                 if spec.paper and (p := paper(spec.paper, agent)):
                     marks.append((i, p.value / spec.paper[2]))
@@ -141,7 +152,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         for i, agent in enumerate(agents):
             xs, ys = mean_curve(group.ok[agent], "step_reward", "reward")
             if xs:
-                ax.plot(xs, ys, color=f"C{i}", label=agent)
+                ax.plot(xs, ys, color=_color(i), label=agent)
         ax.set_xlabel("step inside the trial")
         ax.set_ylabel("mean reward of active tasks")
         ax.set_title(f"{task}: reward at each step of the trial\n(held-out tasks, mean over seeds)")
@@ -155,8 +166,8 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
                 keep = [j for j, x in enumerate(xs) if x > 0]
                 xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
             if len(xs) > 1:
-                ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=f"C{i}", label=agent)
-                ax.fill_between(xs, mean - half, mean + half, color=f"C{i}", alpha=0.2, linewidth=0)
+                ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=_color(i), label=agent)
+                ax.fill_between(xs, mean - half, mean + half, color=_color(i), alpha=0.2, linewidth=0)
         if ax.lines:
             _levels(ax, family)
         else:
@@ -178,9 +189,9 @@ def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
     scale = ret.reference or 1.0
     agents = list(ret.intact)
     for i, agent in enumerate(agents):
-        ax.bar(i - 0.2, ret.intact[agent] / scale, 0.4, color=f"C{i}", label="unimpaired" if i == 0 else None)
+        ax.bar(i - 0.2, ret.intact[agent] / scale, 0.4, color=_color(i), label="unimpaired" if i == 0 else None)
         if (hurt := ret.impaired[agent].get(drawn)) is not None:
-            ax.bar(i + 0.2, hurt / scale, 0.4, color=f"C{i}", alpha=0.45, hatch="//",
+            ax.bar(i + 0.2, hurt / scale, 0.4, color=_color(i), alpha=0.45, hatch="//",
                    label="one actuator frozen" if i == 0 else None)
         for dx, name in ((-0.2, task), (0.2, f"{task}{drawn}")):
             if ret.reference and (p := paper((name, "normalized_return", 1.0), agent)):
@@ -200,7 +211,7 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
 
     plt = _pyplot()
     agents = list(agg.scores)
-    colors = {a: f"C{i}" for i, a in enumerate(agents)}
+    colors = {a: _color(i) for i, a in enumerate(agents)}
     n = 2 + len(agg.tasks)
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6), squeeze=False)
     axes = axes[0]
