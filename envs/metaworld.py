@@ -167,6 +167,8 @@ _FAST_METHODS = {"touching_object": _touching_object, "_get_curr_obs_combined_no
 _SHIPPED_METHODS: dict[str, Any] = {}
 _FAST_MODULES: list[Any] = []
 """The task modules given :class:`_UncheckedRotation`."""
+_as_shipped = False
+"""True inside :func:`as_shipped`, where a simulator built is left as metaworld ships it."""
 
 
 def _install_fast_paths(cls: type) -> None:
@@ -176,6 +178,8 @@ def _install_fast_paths(cls: type) -> None:
     Each gives metaworld's own step to the bit (``tests/test_metaworld.py`` steps every ML10 class and reach
     and push both ways and compares observations, rewards and infos); together they make the simulation of
     push ~2.3x faster, of reach and ML10 ~1.4x (``python -m metabench.throughput --metaworld``)."""
+    if _as_shipped:
+        return
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
     from scipy.spatial.transform import Rotation
 
@@ -196,14 +200,17 @@ def as_shipped() -> Iterator[None]:
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
     from scipy.spatial.transform import Rotation
 
+    global _as_shipped
     modules, methods = list(_FAST_MODULES), dict(_SHIPPED_METHODS)
     for m in modules:
         m.Rotation = Rotation
     for name, method in methods.items():
         setattr(SawyerXYZEnv, name, method)
+    _as_shipped = True
     try:
         yield
     finally:
+        _as_shipped = False
         for m in modules:
             m.Rotation = _UncheckedRotation
         for name in methods:
