@@ -121,6 +121,8 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
     suite = suite_of(suite_name)
     tasks = sorted({t for p, t in groups if p == profile}, key=lambda t: task_key(suite, t))
     fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 4.6 * len(tasks)), squeeze=False)
+    # one colour per agent across the whole figure, not per row (PEARL is PEARL's colour on every task)
+    colors = {a: _color(i) for i, a in enumerate(agent_order(a for t in tasks for a in groups[(profile, t)].ok))}
     for row, task in zip(axes, tasks):
         family = make_family(task)
         group = groups[(profile, task)]
@@ -130,14 +132,14 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         # 1. the primary metric per agent, with the paper's value beside it
         ax = row[0]
         if family.retention_variants():
-            _impairment_bars(ax, task, family, group)
+            _impairment_bars(ax, task, family, group, colors)
         else:
             ours, marks = [], []
             for i, agent in enumerate(agents):
                 vals = [r["metrics"][metric] for _, r in group.ok[agent] if metric in r["metrics"]]
                 mean = sum(vals) / len(vals)
                 sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-                ax.bar(i, mean, yerr=sd, capsize=4, color=_color(i))
+                ax.bar(i, mean, yerr=sd, capsize=4, color=colors[agent])
                 ours += [mean - sd, mean + sd]
                 if spec.paper and (p := paper(spec.paper, agent)):
                     marks.append((i, p.value / spec.paper[2]))
@@ -149,10 +151,10 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
             ax.set_title(f"{task}: {metric}\n(mean ± std over seeds{shown})")
         # 2. reward at each step inside the trial
         ax = row[1]
-        for i, agent in enumerate(agents):
+        for agent in agents:
             xs, ys = mean_curve(group.ok[agent], "step_reward", "reward")
             if xs:
-                ax.plot(xs, ys, color=_color(i), label=agent)
+                ax.plot(xs, ys, color=colors[agent], label=agent)
         ax.set_xlabel("step inside the trial")
         ax.set_ylabel("mean reward of active tasks")
         ax.set_title(f"{task}: reward at each step of the trial\n(held-out tasks, mean over seeds)")
@@ -160,14 +162,14 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
         ax = row[2]
         log_x = family.curve_xscale == "log"
         curve_metric = family.curve_metric or metric
-        for i, agent in enumerate(agents):
+        for agent in agents:
             xs, mean, half = learning_curve(group.ok[agent], family, curve_metric)
             if log_x and xs:  # step 0 has no place on a log axis
                 keep = [j for j, x in enumerate(xs) if x > 0]
                 xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
             if len(xs) > 1:
-                ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=_color(i), label=agent)
-                ax.fill_between(xs, mean - half, mean + half, color=_color(i), alpha=0.2, linewidth=0)
+                ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=colors[agent], label=agent)
+                ax.fill_between(xs, mean - half, mean + half, color=colors[agent], alpha=0.2, linewidth=0)
         if ax.lines:
             _levels(ax, family)
         else:
@@ -182,16 +184,16 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
     return _png(fig, tight=True)
 
 
-def _impairment_bars(ax, task: str, family: TaskFamily, group: Group) -> None:
+def _impairment_bars(ax, task: str, family: TaskFamily, group: Group, colors: dict[str, object]) -> None:
     """The paper's Fig. 6 (right): unimpaired and impaired return per agent, normalised by the best unimpaired."""
     ret = retention(family, group)
     drawn = next(iter(family.retention_variants()))
     scale = ret.reference or 1.0
     agents = list(ret.intact)
     for i, agent in enumerate(agents):
-        ax.bar(i - 0.2, ret.intact[agent] / scale, 0.4, color=_color(i), label="unimpaired" if i == 0 else None)
+        ax.bar(i - 0.2, ret.intact[agent] / scale, 0.4, color=colors[agent], label="unimpaired" if i == 0 else None)
         if (hurt := ret.impaired[agent].get(drawn)) is not None:
-            ax.bar(i + 0.2, hurt / scale, 0.4, color=_color(i), alpha=0.45, hatch="//",
+            ax.bar(i + 0.2, hurt / scale, 0.4, color=colors[agent], alpha=0.45, hatch="//",
                    label="one actuator frozen" if i == 0 else None)
         for dx, name in ((-0.2, task), (0.2, f"{task}{drawn}")):
             if ret.reference and (p := paper((name, "normalized_return", 1.0), agent)):
