@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 
 from metabench.envs import TaskFamily, make_family
 
@@ -37,6 +38,11 @@ def _color(i: int) -> object:
 
     j = (i - 10) % 10
     return matplotlib.colormaps["tab20b"](4 * (j % 5) + j // 5 * 2)
+
+
+def _colors(agents: Iterable[str]) -> dict[str, object]:
+    """Each agent's colour in a figure, by its place in ``agents``: one colour per agent over the whole figure."""
+    return {a: _color(i) for i, a in enumerate(agents)}
 
 
 def _png(fig, tight: bool = False) -> bytes:
@@ -122,7 +128,7 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
     tasks = sorted({t for p, t in groups if p == profile}, key=lambda t: task_key(suite, t))
     fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 4.6 * len(tasks)), squeeze=False)
     # one colour per agent across the whole figure, not per row (PEARL is PEARL's colour on every task)
-    colors = {a: _color(i) for i, a in enumerate(agent_order(a for t in tasks for a in groups[(profile, t)].ok))}
+    colors = _colors(agent_order(a for t in tasks for a in groups[(profile, t)].ok))
     for row, task in zip(axes, tasks):
         family = make_family(task)
         group = groups[(profile, task)]
@@ -213,7 +219,7 @@ def aggregates_figure(suite_name: str, profile: str, agg: Aggregates) -> bytes:
 
     plt = _pyplot()
     agents = list(agg.scores)
-    colors = {a: _color(i) for i, a in enumerate(agents)}
+    colors = _colors(agents)
     n = 2 + len(agg.tasks)
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6), squeeze=False)
     axes = axes[0]
