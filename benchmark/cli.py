@@ -152,7 +152,7 @@ def run(
         _fail("nothing to run for this selection", 2)
     header = f"on profile {prof.name} -> {results}/{prof.name}/"
     if dry_run:
-        _print_plan(runs, results, workers, header)
+        _print_plan(runs, results, workers, header, checkpointing)
         return
     _check_writable(results)
     if checkpoint_dir is not None:
@@ -424,7 +424,7 @@ def _check_writable(results: Path) -> None:
         _fail(f"cannot write records under {results}: {e.strerror or e}", 2)
 
 
-def _plan_line(runs, results: Path, workers: int | None, header: str) -> list:
+def _plan_line(runs, results: Path, workers: int | None, header: str, checkpointing: Any = None) -> list:
     """Print "N runs <header>: K already done, M to do, about <time> ..."; return the runs to do."""
     from .runner import pending
 
@@ -432,14 +432,14 @@ def _plan_line(runs, results: Path, workers: int | None, header: str) -> list:
     todo = len(todo_runs)
     cores = os.cpu_count() or 1
     typer.echo(f"{len(runs)} runs {header}".rstrip() + f": {len(runs) - todo} already done, {todo} to do"
-               + _estimate(todo_runs, results, min(workers or cores, max(todo, 1))))
+               + _estimate(todo_runs, results, min(workers or cores, max(todo, 1)), checkpointing))
     return todo_runs
 
 
-def _print_plan(runs, results: Path, workers: int | None, header: str) -> None:
+def _print_plan(runs, results: Path, workers: int | None, header: str, checkpointing: Any = None) -> None:
     """``run --dry-run``: the plan line, then the runs to do, one line per (suite, task, agent) with its seeds."""
     groups: dict[tuple[str, str, str], list[int]] = {}
-    for spec in _plan_line(runs, results, workers, header):
+    for spec in _plan_line(runs, results, workers, header, checkpointing):
         groups.setdefault((spec.suite, spec.task, spec.agent), []).append(spec.seed)
     for (suite_name, task, agent), seeds in groups.items():
         typer.echo(f"  to do: {suite_name}/{task}/{agent} seeds {', '.join(map(str, seeds))}")
@@ -456,7 +456,7 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     from .runner import Checkpointing, SweepInterrupted, run_sweep
 
     checkpointing = checkpointing or Checkpointing()
-    todo = len(_plan_line(runs, results, workers, header))
+    todo = len(_plan_line(runs, results, workers, header, checkpointing))
     cores = os.cpu_count() or 1
     if workers is not None and workers > cores:
         typer.echo(f"note: --workers {workers} is more than the {cores} cores of this machine")
@@ -503,19 +503,22 @@ def _sweep(runs, results: Path, workers: int | None, threads: int | None = None,
     raise typer.Exit(130)
 
 
-def _estimate(todo: list[Any], results: Path, workers: int) -> str:
-    """``, about 2 h 10 min on 2 workers (...)`` for the header of a sweep, from earlier records' wall times."""
+def _estimate(todo: list[Any], results: Path, workers: int, checkpointing: Any = None) -> str:
+    """``, about 2 h 10 min on 2 workers (...)`` for the header of a sweep, from earlier records' wall times
+    and the share of their budgets that unfinished runs' checkpoints hold."""
     from .runner import estimate_seconds
 
     if not todo:
         return ""
-    seconds, unknown, borrowed = estimate_seconds(todo, results)
+    seconds, unknown, borrowed, resuming = estimate_seconds(todo, results, checkpointing)
     if unknown == len(todo):
         return " (no earlier records to estimate the time from)"
     minutes = round(seconds / workers / 60)
     took = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
-    notes = ([f"{borrowed} run{'s' if borrowed != 1 else ''} timed by another variant of the same agent"]
-             if borrowed else []) + ([f"{unknown} with none to go by not counted"] if unknown else [])
+    notes = ([f"{resuming} resuming from {'their checkpoints' if resuming != 1 else 'its checkpoint'}"]
+             if resuming else []) + (
+        [f"{borrowed} run{'s' if borrowed != 1 else ''} timed by another variant of the same agent"]
+        if borrowed else []) + ([f"{unknown} with none to go by not counted"] if unknown else [])
     return (f", about {took} on {workers} worker{'s' if workers > 1 else ''} from earlier records' wall times"
             + (f" ({'; '.join(notes)})" if notes else ""))
 

@@ -145,14 +145,17 @@ def pending(runs: list[RunSpec], results: Path) -> list[RunSpec]:
     return [r for r in runs if not is_done(r, results)]
 
 
-def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int, int]:
+def estimate_seconds(todo: list[RunSpec], results: Path,
+                     checkpointing: Checkpointing | None = None) -> tuple[float, int, int, int]:
     """Seconds the runs of ``todo`` take one after another, from the wall times of the ``ok`` records of
     the same agent, task and profile under ``results`` (any seed or config: a guide, not a promise), each
     scaled by the ratio of the run's meta-training budget to the record's (a record of a 2 M budget counts
     five times for a 10 M run). A run whose agent has no such record borrows the mean of the other registered
     variants of its agent class on the task (``metods_s2`` from ``metods`` and its other ablations, ``maml_fo``
-    from ``maml``). Returns the seconds, how many runs had nothing to go by (left out of the sum), and how many
-    borrowed a variant's time."""
+    from ``maml``). A run with a checkpoint of its config counts only for the share of its budget still to
+    train (its evaluation, not scaled, is in that share: an underestimate of a nearly finished run).
+    Returns the seconds, how many runs had nothing to go by (left out of the sum), how many borrowed a
+    variant's time, and how many resume from a checkpoint."""
     from metabench.agents import AGENTS
 
     means: dict[tuple[Path, int], float | None] = {}
@@ -176,19 +179,21 @@ def estimate_seconds(todo: list[RunSpec], results: Path) -> tuple[float, int, in
         cls = AGENTS.get(agent).cls if agent in AGENTS.names() else None
         return [a for a in AGENTS.names() if a != agent and cls is not None and AGENTS.get(a).cls is cls]
 
-    total, unknown, borrowed = 0.0, 0, 0
+    total, unknown, borrowed, resuming = 0.0, 0, 0, 0
     for spec in todo:
         folder, budget = spec.path(results).parent, _budget(spec.config)
+        done = checkpoint_progress(spec, results, checkpointing)
+        resuming += done > 0
         if (own := mean_of(folder, budget)) is not None:
-            total += own
+            total += own * (1.0 - done)
             continue
         others = [m for a in variants(spec.agent) if (m := mean_of(folder.parent / a, budget)) is not None]
         if others:
-            total += sum(others) / len(others)
+            total += sum(others) / len(others) * (1.0 - done)
             borrowed += 1
         else:
             unknown += 1
-    return total, unknown, borrowed
+    return total, unknown, borrowed, resuming
 
 
 def _budget(config: Any) -> int:
@@ -251,6 +256,30 @@ class Checkpointing:
         return self.every_updates != 0
 
 
+def progress_path(ckpt: Path) -> Path:
+    """The small note beside a checkpoint (``seed<k>.ckpt.progress``, JSON): the env steps it holds, of which
+    budget, and its config, so that a plan can count what is left of a run without loading the checkpoint
+    (a PEARL checkpoint with its replay is hundreds of MB)."""
+    return ckpt.with_name(ckpt.name + ".progress")
+
+
+def checkpoint_progress(spec: RunSpec, results: Path, checkpointing: Checkpointing | None = None) -> float:
+    """The share of ``spec``'s meta-training budget its checkpoint holds, in [0, 1); 0 without a checkpoint,
+    without its progress note, or with either of another config."""
+    checkpointing = checkpointing or Checkpointing()
+    if not checkpointing.enabled:
+        return 0.0
+    ckpt = checkpointing.path(spec, results)
+    try:
+        note = json.loads(progress_path(ckpt).read_text())
+        if not ckpt.exists() or not same_config(note["config"], spec.config):
+            return 0.0
+        budget = _budget(spec.config)
+        return min(max(int(note["env_steps"]) / budget, 0.0), 1.0) if budget > 0 else 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -296,6 +325,9 @@ class _Checkpointer:
             return
         state = self.save()
         write_atomic(self.path, lambda f: torch.save(state, f))  # streamed: a PEARL replay runs to gigabytes
+        write_atomic(progress_path(self.path), json.dumps(
+            {"env_steps": int(state["env_steps"]), "wall_time_s": round(float(state["wall_time_s"]), 3),
+             "config": state["config"]}, sort_keys=True))
         self.last = time.perf_counter()
 
 
@@ -399,7 +431,9 @@ def execute_run(spec: RunSpec, results: Path, version: str, threads: int = 1,
         torch.save(state, buf)
         saved = buf.getvalue()
     write_run(path, record, curves_csv(rows), saved)
-    checkpointing.path(spec, results).unlink(missing_ok=True)  # finished: its record supersedes it
+    ckpt_path = checkpointing.path(spec, results)
+    ckpt_path.unlink(missing_ok=True)  # finished: its record supersedes it
+    progress_path(ckpt_path).unlink(missing_ok=True)
     return record
 
 
@@ -858,5 +892,5 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
-__all__ = ["Checkpointing", "RunSpec", "SweepInterrupted", "SweepResult", "estimate_seconds", "execute_run", "load_agent", "pending", "plan", "run_sweep",
+__all__ = ["Checkpointing", "RunSpec", "SweepInterrupted", "SweepResult", "checkpoint_progress", "estimate_seconds", "execute_run", "load_agent", "pending", "plan", "run_sweep",
            "state_path"]

@@ -99,6 +99,39 @@ def _flatten(state, prefix=""):
     return out
 
 
+def test_a_checkpoint_counts_in_the_plan_as_the_share_of_its_budget_left(tmp_path, monkeypatch, keep_threads):
+    """The progress note beside a checkpoint says how far the run got: the sweep's time estimate counts only
+    the share of the budget left, without loading the checkpoint; a note of another config, or without its
+    checkpoint, counts for nothing; the note goes with the checkpoint once the record is written."""
+    spec = _spec("maml", "maze")
+    timed = tmp_path / "timed"  # a finished run of the same agent and task: what the estimate goes by
+    assert runner.execute_run(spec, timed, "test", checkpointing=runner.Checkpointing(every_updates=0))["status"] == "ok"
+    every = runner.Checkpointing(folder=tmp_path / "ckpt", every_updates=1)
+    full, *_ = runner.estimate_seconds([spec], timed, every)
+    with monkeypatch.context() as m:
+        _kill_at(m, 2)  # after the checkpoint of update 1
+        with pytest.raises(Killed):
+            runner.execute_run(spec, tmp_path / "cut", "test", checkpointing=every)
+    ckpt = every.path(spec, tmp_path / "cut")
+    note = runner.progress_path(ckpt)
+    assert note.name == "seed0.ckpt.progress" and ckpt.exists() and note.exists()
+    steps = json.loads(note.read_text())["env_steps"]
+    share = runner.checkpoint_progress(spec, timed, every)
+    assert 0 < share < 1 and share == steps / spec.config["profile"]["train_env_steps"]
+    assert runner.estimate_seconds([spec], timed, every) == (pytest.approx(full * (1 - share)), 0, 0, 1)
+    assert runner.checkpoint_progress(spec, timed, runner.Checkpointing(every_updates=0)) == 0.0
+
+    other = json.loads(note.read_text())
+    note.write_text(json.dumps({**other, "config": {"other": 1}}))
+    assert runner.checkpoint_progress(spec, timed, every) == 0.0
+    note.write_text("not json")
+    assert runner.checkpoint_progress(spec, timed, every) == 0.0
+    note.write_text(json.dumps(other))
+    resumed = runner.execute_run(spec, tmp_path / "cut", "test", checkpointing=every)
+    assert resumed["status"] == "ok" and resumed["resumed"] == [steps]
+    assert not ckpt.exists() and not note.exists()
+
+
 def test_a_checkpoint_of_another_config_is_set_aside(tmp_path, keep_threads, capsys):
     spec = _spec("rl2", "maze")
     every = runner.Checkpointing(every_updates=1)

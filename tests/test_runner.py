@@ -290,15 +290,15 @@ def test_the_time_of_a_sweep_is_estimated_from_earlier_records(tmp_path):
     runs, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=3, tasks=["harlow"])
     assert run_sweep(runs[:1], tmp_path, workers=1).done[0]["status"] == "ok"
     wall = load_record(runs[0].path(tmp_path))["wall_time_s"]
-    seconds, unknown, borrowed = estimate_seconds(runs[1:], tmp_path)
-    assert unknown == borrowed == 0 and seconds == pytest.approx(2 * wall)
+    seconds, unknown, borrowed, resuming = estimate_seconds(runs[1:], tmp_path)
+    assert unknown == borrowed == resuming == 0 and seconds == pytest.approx(2 * wall)
     other, _ = plan(["random"], [EFFICIENCY], SMOKE, seeds=1, tasks=["ant_dir"])
-    assert estimate_seconds(other, tmp_path) == (0.0, 1, 0)
+    assert estimate_seconds(other, tmp_path) == (0.0, 1, 0, 0)
     # a run of five times the budget is estimated at five times the record's wall time
     budget = runs[1].config["profile"]["train_env_steps"]
     longer = dataclasses.replace(runs[1], config={**runs[1].config, "profile": {
         **runs[1].config["profile"], "train_env_steps": 5 * budget}})
-    assert estimate_seconds([longer], tmp_path) == (pytest.approx(5 * wall), 0, 0)
+    assert estimate_seconds([longer], tmp_path) == (pytest.approx(5 * wall), 0, 0, 0)
 
 
 def test_a_variant_without_records_is_timed_by_its_siblings(tmp_path):
@@ -306,9 +306,9 @@ def test_a_variant_without_records_is_timed_by_its_siblings(tmp_path):
     runs, _ = plan(["maml", "maml_fo"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
     assert run_sweep(runs[:1], tmp_path, workers=1).done[0]["status"] == "ok"
     wall = load_record(runs[0].path(tmp_path))["wall_time_s"]
-    assert estimate_seconds(runs[1:], tmp_path) == (pytest.approx(wall), 0, 1)
+    assert estimate_seconds(runs[1:], tmp_path) == (pytest.approx(wall), 0, 1, 0)
     rl2, _ = plan(["rl2"], [EFFICIENCY], SMOKE, seeds=1, tasks=["harlow"])
-    assert estimate_seconds(rl2, tmp_path) == (0.0, 1, 0)
+    assert estimate_seconds(rl2, tmp_path) == (0.0, 1, 0, 0)
 
 
 def test_step_bins_keep_short_trials_whole_and_bin_long_ones():
