@@ -89,6 +89,13 @@ class MetricSpec:
     last_episode_of: str | None = None
     """Where set, the metric is the episode metric of that name on the trial's last episode only (Meta-World's
     ``success_last``): :func:`metabench.protocol.evaluate` computes it, the environment does not report it."""
+    bounds: tuple[float, float] | None = None
+    """The values it can take, where bounded (a share of episodes: ``(0, 1)``); a report's 95 % band of it is
+    drawn within them."""
+
+    def covers(self, name: str) -> bool:
+        """Whether ``name`` is this metric or one of its variants (``success_train``, ``success_larger``)."""
+        return name == self.name or name.startswith(self.name + "_")
 
 
 T = TypeVar("T", bound="TaskBatch")
@@ -332,6 +339,12 @@ class TaskFamily(ABC):
             if m.name == name:
                 return m
         raise KeyError(name)
+
+    def metric_bounds(self, name: str) -> tuple[float, float] | None:
+        """The bounds of metric ``name`` or of the metric it is a variant of (the longest name that prefixes it:
+        ``success_last_train`` is ``success_last``'s), None if unbounded or unknown."""
+        specs = sorted((m for m in self.metrics if m.covers(name)), key=lambda m: len(m.name), reverse=True)
+        return specs[0].bounds if specs else None
 
 
 def task_generator(seed: int, split: Split) -> torch.Generator:

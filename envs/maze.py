@@ -226,7 +226,7 @@ class Maze(TaskFamily):
         MetricSpec("first_reward_step", False, "step of the first hit of the target (100 if none)",
                    paper=("maze", "first_reward", 1.0)),
         MetricSpec("success", True, "share of episodes with at least one hit",
-                   paper=("maze", "success_pct", 100.0)),
+                   paper=("maze", "success_pct", 100.0), bounds=(0.0, 1.0)),
         MetricSpec("cumulative_reward", True, "reward of the episode (10 per hit)",
                    paper=("maze", "cumulative_reward", 1.0)),
     )

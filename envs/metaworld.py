@@ -275,9 +275,10 @@ class MetaWorld(TaskFamily):
     primary_metric = "success"
     curve_metric = "success_train"
     metrics = (
-        MetricSpec("success", True, "share of episodes in which info['success'] reached 1 at some step"),
+        MetricSpec("success", True, "share of episodes in which info['success'] reached 1 at some step",
+                   bounds=(0.0, 1.0)),
         MetricSpec("success_last", True, "success on the trial's last episode (after the trial's adaptation)",
-                   last_episode_of="success"),
+                   last_episode_of="success", bounds=(0.0, 1.0)),
         MetricSpec("episode_return", True, "return of an episode (metaworld's shaped reward, 0-10 a step)"),
     )
 

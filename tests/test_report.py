@@ -323,3 +323,28 @@ def test_ml10_prints_the_meta_world_papers_table_under_its_own():
     assert "| `rl2` | meta_train_success | 0.87 |" in lines and "| `maml` | meta_test_success | 0.32 |" in lines
     assert "not our runs" in lines
     assert other_references(make_family("mw_ml1_reach")) == []
+
+
+def test_a_success_rates_band_stays_within_0_and_1():
+    """The learning curve's band is a normal interval over seeds: over 3 seeds with success 0, 0 and 0.1 it
+    reaches below 0; a bounded metric's band is drawn within its bounds, its variants' too."""
+    import numpy as np
+
+    from metabench.envs import make_family
+    from metabench.report.curves import band_limits
+
+    mw = make_family("mw_ml1_reach")
+    for name in ("success", "success_train", "success_last", "success_last_train"):
+        assert mw.metric_bounds(name) == (0.0, 1.0), name
+    assert mw.metric_bounds("episode_return") is None and mw.metric_bounds("episode_return_train") is None
+    assert mw.metric_bounds("successes") is None  # a prefix of the name, not a variant of it
+    assert make_family("maze").metric_bounds("success_larger") == (0.0, 1.0)
+    assert make_family("maze").metric_bounds("cumulative_reward") is None
+
+    vals = np.array([[0.0, 0.9], [0.0, 1.0], [0.1, 1.0]])
+    mean, half = vals.mean(0), 1.96 * vals.std(0, ddof=1) / np.sqrt(3)
+    assert (mean - half)[0] < 0 and (mean + half)[1] > 1
+    low, high = band_limits(mean, half, (0.0, 1.0))
+    assert low[0] == 0.0 and high[1] == 1.0 and low[1] == pytest.approx((mean - half)[1])
+    same = band_limits(mean, half, None)
+    assert same[0][0] == pytest.approx((mean - half)[0])

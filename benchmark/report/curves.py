@@ -66,6 +66,17 @@ def learning_curve(runs: Runs, family: TaskFamily, metric: str):
     return x, mean[keep], half[keep]
 
 
+def band_limits(mean, half, bounds: tuple[float, float] | None):
+    """``mean ± half``, within the metric's ``bounds`` where it has them: a normal interval over 3 seeds
+    reaches below 0 on a success rate that is 0 in two of them."""
+    import numpy as np
+
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return low, high
+
+
 def mean_curve(runs: Runs, curve: str, metric: str) -> tuple[list[float], list[float]]:
     """The mean over runs at each x any run has."""
     by_x: dict[float, list[float]] = defaultdict(list)

@@ -11,7 +11,7 @@ from metabench.envs import TaskFamily, make_family
 
 from .aggregates import Aggregates
 from .common import Group, agent_order, fmt, paper, suite_of, task_key
-from .curves import learning_curve, mean_curve
+from .curves import band_limits, learning_curve, mean_curve
 from .tables import retention
 
 PAPER_RANGE = 2.0
@@ -175,7 +175,8 @@ def suite_figure(suite_name: str, profile: str, groups: dict[tuple[str, str], Gr
                 xs, mean, half = [xs[j] for j in keep], mean[keep], half[keep]
             if len(xs) > 1:
                 ax.plot(xs, mean, "o-" if len(xs) < 5 else "-", color=colors[agent], label=agent)
-                ax.fill_between(xs, mean - half, mean + half, color=colors[agent], alpha=0.2, linewidth=0)
+                low, high = band_limits(mean, half, family.metric_bounds(curve_metric))
+                ax.fill_between(xs, low, high, color=colors[agent], alpha=0.2, linewidth=0)
         if ax.lines:
             _levels(ax, family)
         else:
