@@ -257,14 +257,14 @@ class Checkpointing:
 
 
 def progress_path(ckpt: Path) -> Path:
-    """The small note beside a checkpoint (``seed<k>.ckpt.progress``, JSON): the env steps it holds, of which
-    budget, and its config, so that a plan can count what is left of a run without loading the checkpoint
-    (a PEARL checkpoint with its replay is hundreds of MB)."""
+    """The small note beside a checkpoint (``seed<k>.ckpt.progress``, JSON): the env steps it holds, the run's
+    wall time so far and its config, so that a plan can count what is left of a run without loading the
+    checkpoint (a PEARL checkpoint with its replay is hundreds of MB)."""
     return ckpt.with_name(ckpt.name + ".progress")
 
 
 def checkpoint_progress(spec: RunSpec, results: Path, checkpointing: Checkpointing | None = None) -> float:
-    """The share of ``spec``'s meta-training budget its checkpoint holds, in [0, 1); 0 without a checkpoint,
+    """The share of ``spec``'s meta-training budget its checkpoint holds, in [0, 1]; 0 without a checkpoint,
     without its progress note, or with either of another config."""
     checkpointing = checkpointing or Checkpointing()
     if not checkpointing.enabled:
