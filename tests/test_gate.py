@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metabench.cli import app
-from metabench.gate import BadBaseline, compare, load_baseline, summarise, tolerance
+from metabench.gate import BadBaseline, compare, load_baseline, seed_spreads, summarise, tolerance
 
 
 def cli(*args: str):
@@ -31,13 +31,14 @@ def test_summary_and_tolerance_by_hand():
 
 
 def test_compare_flags_only_drops_beyond_tolerance():
-    base = {"scores": summarise([_record(seed=0, score=4.0), _record(seed=1, score=6.0)])}  # mean 5, tol 2
-    within = summarise([_record(seed=0, score=3.1), _record(seed=1, score=3.1)])
+    # mean 5; seeds 4 and 6 have a sample std of sqrt(2), the task's spread here: tol 5 x sqrt(2) x 1 = 7.07
+    base = {"scores": summarise([_record(seed=0, score=4.0), _record(seed=1, score=6.0)])}
+    within = summarise([_record(seed=0, score=-2.0), _record(seed=1, score=-2.0)])
     assert compare(within, base) == ([], [])
-    below = summarise([_record(seed=0, score=2.9), _record(seed=1, score=2.9)])
+    below = summarise([_record(seed=0, score=-2.1), _record(seed=1, score=-2.1)])
     regressions, _ = compare(below, base)
     assert [(f.key, f.metric) for f in regressions] == [("harlow/metods", "episode_return")]
-    assert "2.9 < baseline 5 - tolerance 2" in regressions[0].message
+    assert "-2.1 < baseline 5 - tolerance 7.07" in regressions[0].message
     better = summarise([_record(seed=0, score=9.0)])
     assert compare(better, base) == ([], [])
     regressions, notes = compare(summarise([_record(agent="rl2")]), base)
@@ -45,13 +46,44 @@ def test_compare_flags_only_drops_beyond_tolerance():
     assert [f.kind for f in regressions] == ["regression", "not in baseline"] and notes == []
 
 
+def _entry(mean, seed_std, seeds=2):
+    return {"mean": mean, "seed_std": seed_std, "episode_se": 0.0, "seeds": seeds, "higher_is_better": True}
+
+
+def test_the_task_seed_spread_is_the_median_of_the_agents_sample_stds():
+    scores = {"ant_dir/a": {"r": _entry(0.0, 1.0)}, "ant_dir/b": {"r": _entry(0.0, 3.0)},
+              "ant_dir/scripted": {"r": _entry(0.0, 100.0)},  # one agent of another scale moves the median little
+              "ant_dir/one_seed": {"r": _entry(0.0, 0.0, seeds=1)},  # says nothing about the spread
+              "maze/a": {"r": _entry(0.0, 0.5, seeds=4)}}
+    spreads = seed_spreads(scores)
+    assert spreads[("ant_dir", "r")] == pytest.approx(3.0 * 2 ** 0.5)  # population std x sqrt(n / (n - 1))
+    assert spreads[("maze", "r")] == pytest.approx(0.5 * (4 / 3) ** 0.5)
+    # 5 spreads on the difference of two 2-seed means: 5 x 3 sqrt(2) x sqrt(1/2 + 1/2) = 21.2
+    assert tolerance(scores["ant_dir/a"]["r"], spreads[("ant_dir", "r")], 2) == pytest.approx(15 * 2 ** 0.5)
+    assert tolerance(scores["ant_dir/a"]["r"]) == pytest.approx(2.0)  # without the spread: 2 x its own std
+
+
+def test_another_platforms_redraw_passes_and_a_real_fall_still_fails():
+    """An agent whose two seeds happened to agree (its own std 0.5) falls by 10 on another CPU: within the task's
+    spread (its agents' sample stds 5.7-8.5), so it passes; a fall beyond 5 spreads fails."""
+    base = {"scores": {"ant_dir/blind": {"r": _entry(-11.0, 0.5)}, "ant_dir/metods": {"r": _entry(-23.0, 6.0)},
+                       "ant_dir/random": {"r": _entry(-39.0, 4.0)}}}
+    now = {k: {"r": dict(e["r"])} for k, e in base["scores"].items()}
+    now["ant_dir/blind"]["r"]["mean"] = -21.0
+    assert compare(now, base) == ([], [])
+    now["ant_dir/blind"]["r"]["mean"] = -11.0 - 5 * 6.0 * 2 ** 0.5 - 0.1
+    regressions, _ = compare(now, base)
+    assert [(f.key, f.metric) for f in regressions] == [("ant_dir/blind", "r")]
+
+
 def test_lower_is_better_metrics_regress_upwards():
     def rec(seed, first):
         return {"status": "ok", "task": "maze", "agent": "a", "seed": seed,
                 "metrics": {"first_reward_step": first, "first_reward_step_std": 0.0, "test_episodes": 100.0}}
-    base = {"scores": summarise([rec(0, 20.0), rec(1, 22.0)])}  # mean 21, tol 2
-    assert compare(summarise([rec(0, 18.0), rec(1, 18.0)]), base)[0] == []
-    regressions, _ = compare(summarise([rec(0, 24.0), rec(1, 24.0)]), base)
+    base = {"scores": summarise([rec(0, 20.0), rec(1, 22.0)])}  # mean 21, tol 5 x sqrt(2) = 7.07
+    assert compare(summarise([rec(0, 14.0), rec(1, 14.0)]), base)[0] == []
+    assert compare(summarise([rec(0, 28.0), rec(1, 28.0)]), base)[0] == []
+    regressions, _ = compare(summarise([rec(0, 28.2), rec(1, 28.2)]), base)
     assert "lower is better" in regressions[0].message
 
 
@@ -82,14 +114,15 @@ def test_check_cli_update_pass_then_doctored_fail(tmp_path):
     assert "check passed" in out.output
     # A baseline that expects more than the code now gives, beyond tolerance: the gate names it.
     entry = data["scores"]["harlow/random"]["episode_return"]
-    entry["mean"] += tolerance(entry) + 0.5
+    tol = tolerance(entry, seed_spreads(data["scores"]).get(("harlow", "episode_return"), 0.0), entry["seeds"])
+    entry["mean"] += tol + 0.5
     baseline.write_text(json.dumps(data))
     out = cli(*args)
     assert out.exit_code == 1
     assert "regression: harlow/random episode_return:" in out.output
     assert "check failed: 1 regressions" in out.output
     # Within tolerance: passes.
-    entry["mean"] -= 0.5 + tolerance(entry) / 2
+    entry["mean"] -= 0.5 + tol / 2
     baseline.write_text(json.dumps(data))
     assert cli(*args).exit_code == 0
     # Updating for another selection adds its pairs and keeps the others untouched.
