@@ -113,7 +113,7 @@ def seed_spreads(scores: dict[str, dict[str, dict[str, Any]]]) -> dict[tuple[str
 
 
 def tolerance(entry: dict[str, Any], spread: float = 0.0, seeds_now: int | None = None) -> float:
-    """How far ``entry``'s metric may fall; ``spread`` is its task's pooled seed spread (:func:`seed_spreads`)."""
+    """How far ``entry``'s metric may fall; ``spread`` is its task's seed spread (:func:`seed_spreads`)."""
     n_base = max(int(entry.get("seeds", 1)), 1)
     n_now = max(seeds_now or n_base, 1)
     platform = PLATFORM_Z * spread * math.sqrt(1.0 / n_base + 1.0 / n_now)
